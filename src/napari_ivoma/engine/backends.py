@@ -1,0 +1,111 @@
+"""Segmentation backends: one small protocol, a weight-free default.
+
+A backend does the two image-understanding steps of the method; everything else (control
+points, motion, references, fusion, anomalies, storage) is the engine's own:
+
+- ``scribbles_to_mask``: CPSM on one frame (scribbles -> multi-object labels);
+- ``refine_object``: MRGS's fine segmentation of one object inside its region of interest,
+  given the motion-warped probability of the object.
+
+A learned backend (weights from a local file) implements the same methods and registers
+itself with :func:`register_backend`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["Backend", "ClassicalBackend", "get_backend", "register_backend", "available_backends"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the engine needs from a segmentation backend."""
+
+    name: str
+
+    def new_memory(self) -> Any:
+        """A fresh memory pool for one video (``add(t, image, labels)``, ``remove(t)``)."""
+
+    def scribbles_to_mask(self, image: np.ndarray, scribbles: list, prior: np.ndarray | None,
+                          new_ids: set[int] | None, memory: Any) -> np.ndarray:
+        """CPSM: (H, W, C) float image + scribbles -> (H, W) uint32 labels."""
+
+    def params_dict(self) -> dict:
+        """Parameters, for provenance."""
+
+
+class ClassicalBackend:
+    """The default backend: no pretrained weights; appearance models learnt on the video."""
+
+    name = "classical"
+
+    def __init__(self, params: dict | None = None):
+        from .cpsm import CPSMParams
+        from .mrgs import MRGSParams
+
+        params = dict(params or {})
+        self.cpsm_params = _pick(CPSMParams, params)
+        self.mrgs_params = _pick(MRGSParams, params)
+        if params:
+            raise ValueError(
+                f"unknown engine parameter(s): {', '.join(sorted(params))}; known: "
+                f"{', '.join(sorted(f.name for f in fields(CPSMParams)) + sorted(f.name for f in fields(MRGSParams)))}"
+            )
+
+    def new_memory(self):
+        from .appearance import MemoryPool
+
+        return MemoryPool()
+
+    def scribbles_to_mask(self, image, scribbles, prior, new_ids, memory):
+        from .cpsm import scribbles_to_mask
+
+        return scribbles_to_mask(image, scribbles, prior=prior, new_ids=new_ids, memory=memory,
+                                 params=self.cpsm_params)
+
+    def params_dict(self) -> dict:
+        return {"cpsm": asdict(self.cpsm_params), "mrgs": asdict(self.mrgs_params)}
+
+
+def _pick(cls, params: dict):
+    """Build dataclass ``cls`` from the keys of ``params`` it knows (removing them); values cast."""
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in params:
+            default = getattr(cls(), f.name)
+            val = params.pop(f.name)
+            if isinstance(default, bool) and isinstance(val, str):
+                val = val.lower() in ("1", "true", "yes", "on")
+            elif default is not None and not isinstance(val, type(default)):
+                val = type(default)(val)
+            kwargs[f.name] = val
+    return cls(**kwargs)
+
+
+_REGISTRY: dict[str, type] = {"classical": ClassicalBackend}
+
+
+def register_backend(name: str, factory: type) -> None:
+    """Register a backend class (called with ``params``) under ``name``."""
+    _REGISTRY[name] = factory
+
+
+def available_backends() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_backend(backend: str | Backend | None, params: dict | None = None) -> Backend:
+    """A backend instance from a name (default ``"classical"``) or an instance."""
+    if backend is None:
+        backend = "classical"
+    if isinstance(backend, str):
+        if backend not in _REGISTRY:
+            raise ValueError(f"unknown backend {backend!r}; available: {', '.join(available_backends())}")
+        return _REGISTRY[backend](params)
+    if params:
+        raise ValueError("params are given to the backend's constructor; pass a backend name with params")
+    return backend

@@ -1,0 +1,289 @@
+"""Lazy frame I/O: videos, image folders, TIFF stacks and zarr arrays as dask arrays.
+
+Every reader returns a dask array of shape (T, H, W) or (T, H, W, C) with one chunk
+per frame; nothing is decoded until a frame is asked for.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+
+__all__ = [
+    "open_frames",
+    "to_float_image",
+    "VIDEO_EXTENSIONS",
+    "IMAGE_EXTENSIONS",
+    "TIFF_EXTENSIONS",
+    "FrameReadError",
+]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+TIFF_EXTENSIONS = (".tif", ".tiff")
+
+
+class FrameReadError(ValueError):
+    """A video or image stack cannot be read."""
+
+
+# --------------------------------------------------------------------------- helpers
+def _natural_key(p: Path) -> list:
+    return [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", p.name)]
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """Decode one image file to a numpy array (grey (H, W) or colour (H, W, C))."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix in TIFF_EXTENSIONS:
+            import tifffile
+
+            arr = tifffile.imread(path)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                if im.mode in ("P", "LA", "PA", "CMYK", "YCbCr", "1"):
+                    im = im.convert("RGBA" if "A" in im.mode and im.mode != "LA" else "RGB")
+                arr = np.asarray(im)
+    except Exception as exc:  # noqa: BLE001 - report any decoder failure the same way
+        raise FrameReadError(f"cannot read image {path}: {exc}") from exc
+    return arr
+
+
+def _stack_lazy(read: Callable[[int], np.ndarray], n: int, first: np.ndarray) -> da.Array:
+    """Dask array of ``n`` frames of the shape/dtype of ``first``, one chunk per frame."""
+    shape, dtype = first.shape, first.dtype
+
+    def load(i: int) -> np.ndarray:
+        frame = first if i == 0 else read(i)
+        if frame.shape != shape:
+            raise FrameReadError(
+                f"frame {i} has shape {frame.shape} but frame 0 has {shape}: all frames must match"
+            )
+        return frame.astype(dtype, copy=False)
+
+    blocks = [da.from_delayed(_delayed(load, i), shape=shape, dtype=dtype) for i in range(n)]
+    return da.stack(blocks, axis=0)
+
+
+def _delayed(fn: Callable, *args):
+    from dask import delayed
+
+    return delayed(fn, pure=True)(*args)
+
+
+# --------------------------------------------------------------------------- sources
+def _open_image_folder(folder: Path) -> da.Array:
+    files = sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")),
+        key=_natural_key,
+    )
+    if not files:
+        raise FrameReadError(
+            f"folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+            "expected one image file per frame"
+        )
+    first = _read_image(files[0])
+    # check shapes from headers only (cheap), so mixed shapes fail at open time
+    bad = _mismatched_sizes(files, first.shape[:2])
+    if bad:
+        name, size = bad
+        raise FrameReadError(
+            f"frames in {folder} have mixed shapes: {files[0].name} is {first.shape[1]}x{first.shape[0]} "
+            f"(W x H) but {name} is {size[0]}x{size[1]}; all frames must have the same size"
+        )
+    return _stack_lazy(lambda i: _read_image(files[i]), len(files), first)
+
+
+def _mismatched_sizes(files: list[Path], hw: tuple[int, int]) -> tuple[str, tuple[int, int]] | None:
+    from PIL import Image
+
+    for p in files[1:]:
+        try:
+            with Image.open(p) as im:
+                size = im.size
+        except Exception as exc:  # noqa: BLE001
+            raise FrameReadError(f"cannot read image {p}: {exc}") from exc
+        if (size[1], size[0]) != tuple(hw):
+            return p.name, size
+    return None
+
+
+def _open_tiff(path: Path) -> da.Array:
+    """A (multi-page) TIFF: one page per frame, read on demand; a single page is one frame."""
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(path)
+        pages = tif.series[0].pages
+        first = pages[0].asarray()
+    except Exception as exc:  # noqa: BLE001
+        raise FrameReadError(f"cannot read TIFF {path}: {exc}") from exc
+    lock = threading.Lock()
+
+    def read(i: int) -> np.ndarray:
+        with lock:
+            try:
+                return pages[i].asarray()
+            except Exception as exc:  # noqa: BLE001
+                raise FrameReadError(f"cannot read page {i} of TIFF {path}: {exc}") from exc
+
+    if first.ndim == 3 and first.shape[-1] not in (1, 2, 3, 4) and len(pages) == 1:
+        # a whole (T, H, W) stack stored as one page
+        return da.from_array(first, chunks=(1,) + first.shape[1:])
+    return _stack_lazy(read, len(pages), first)
+
+
+def _open_video(path: Path) -> da.Array:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise FrameReadError(f"cannot open video {path}: not a video file or an unsupported codec")
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, first = cap.read()
+    cap.release()
+    if not ok or first is None or n <= 0:
+        raise FrameReadError(f"cannot decode video {path}: the file is empty or corrupt")
+    reader = _VideoReader(path)
+    first = first[..., ::-1].copy()  # BGR -> RGB
+    return _stack_lazy(reader.read, n, first)
+
+
+class _VideoReader:
+    """Random access to video frames with one persistent decoder (sequential reads are cheap)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._cap = None
+        self._next = 0
+        self._lock = threading.Lock()
+        self.decoded = 0  # number of frames decoded (for tests: lazy loading)
+
+    def read(self, i: int) -> np.ndarray:
+        import cv2
+
+        with self._lock:
+            if self._cap is None:
+                self._cap = cv2.VideoCapture(str(self.path))
+                self._next = 0
+            if i != self._next:
+                self._cap.set(cv2.CAP_PROP_POS_FRAMES, i)
+            ok, frame = self._cap.read()
+            self.decoded += 1
+            if not ok:
+                raise FrameReadError(f"cannot decode frame {i} of {self.path}: the video is truncated or corrupt")
+            self._next = i + 1
+            return frame[..., ::-1].copy()
+
+
+def _open_zarr(path: Path) -> da.Array:
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:  # noqa: BLE001
+        raise FrameReadError(f"cannot open zarr store {path}: {exc}") from exc
+    if isinstance(node, zarr.Group):
+        arrays = [a for _, a in node.arrays()]
+        for name in ("frames", "image", "data", "0"):
+            if name in node and isinstance(node[name], zarr.Array):
+                arrays = [node[name]]
+                break
+        if not arrays:
+            raise FrameReadError(f"zarr group {path} holds no array")
+        arr = arrays[0]
+    else:
+        arr = node
+    if arr.ndim not in (3, 4):
+        raise FrameReadError(f"zarr array {path} has shape {arr.shape}; expected (T, H, W) or (T, H, W, C)")
+    return da.from_zarr(arr, chunks=(1,) + tuple(arr.shape[1:]))
+
+
+# --------------------------------------------------------------------------- public
+def open_frames(path: str | Path) -> da.Array:
+    """Open a video or image stack lazily.
+
+    Parameters
+    ----------
+    path : str or Path
+        A video file (.mp4, .avi, .mov, .mkv, ...), a folder of images (one per frame, sorted by
+        the numbers in their names), a multi-page (OME-)TIFF stack, or a zarr array/group.
+
+    Returns
+    -------
+    dask.array.Array
+        (T, H, W) or (T, H, W, C), one chunk per frame; nothing is decoded until computed.
+
+    Raises
+    ------
+    FileNotFoundError
+        The path does not exist.
+    FrameReadError
+        The file cannot be decoded, has an unsupported extension, or frames have mixed shapes.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no such file or folder: {p}")
+    suffix = p.suffix.lower()
+    if p.is_dir():
+        if suffix == ".zarr" or (p / "zarr.json").exists() or (p / ".zarray").exists() or (p / ".zgroup").exists():
+            frames = _open_zarr(p)
+        else:
+            frames = _open_image_folder(p)
+    elif suffix in VIDEO_EXTENSIONS:
+        frames = _open_video(p)
+    elif suffix in TIFF_EXTENSIONS:
+        frames = _open_tiff(p)
+    elif suffix in IMAGE_EXTENSIONS:
+        frames = da.from_array(_read_image(p)[None])
+    else:
+        raise FrameReadError(
+            f"unsupported file type {suffix or '(none)'} for {p.name}; napari-ivoma opens videos "
+            f"({', '.join(VIDEO_EXTENSIONS)}), image folders, TIFF stacks and zarr arrays"
+        )
+    if frames.ndim not in (3, 4):
+        raise FrameReadError(f"{p} gives frames of shape {frames.shape}; expected (T, H, W) or (T, H, W, C)")
+    return frames
+
+
+def to_float_image(frame: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Convert one frame to (H, W, C) float32 in [0, 1].
+
+    Parameters
+    ----------
+    frame : (H, W) or (H, W, C) array, uint8, uint16 or float
+    value_range : (low, high), optional
+        Intensities mapped to 0 and 1.  By default uint8 uses (0, 255); other types use
+        robust per-video percentiles when the caller passes them, else the frame's own 0.5 and
+        99.5 percentiles (so low-contrast 16-bit microscopy uses the whole range).
+
+    Returns
+    -------
+    (H, W, C) float32 array; an alpha channel (C == 4) is dropped.
+    """
+    a = np.asarray(frame)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3:
+        raise ValueError(f"a frame must be (H, W) or (H, W, C), got shape {a.shape}")
+    if a.shape[-1] == 4:
+        a = a[..., :3]
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    if value_range is None:
+        if a.dtype == np.uint8:
+            value_range = (0.0, 255.0)
+        else:
+            lo, hi = np.percentile(a[::2, ::2], [0.5, 99.5])
+            value_range = (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
+    lo, hi = value_range
+    out = (a.astype(np.float32) - np.float32(lo)) / np.float32(max(hi - lo, 1e-12))
+    return np.clip(out, 0.0, 1.0, out=out)

@@ -1,0 +1,343 @@
+"""MRGS: Multi-Referenced Guided Segmentation (mask propagation over the video).
+
+The steps of Le et al. (AAAI-21), in order, as functions of this module:
+
+1. :func:`plan_segments` -- the video is cut into spans between consecutive reference frames;
+   only spans whose neighbouring references changed are recomputed.
+2. :func:`track_object` -- initial mask tracking: each object on its own, its soft mask carried to
+   the next frame by dense optical flow, then fine segmentation inside a natural-shaped region of
+   interest (a band following the warped outline) with an appearance model of the object learnt
+   on the reference frame (:class:`ColourModel`).
+3. :func:`fuse_directions` -- bi-directional guidance: forward results from the previous reference
+   and backward results from the next one, fused by temporal distance and confidence.
+4. :func:`merge_objects` -- all objects merged into one label image, overlaps resolved by confidence.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .motion import FlowCache, to_gray_u8
+from .store import LABEL_DTYPE
+
+__all__ = [
+    "MRGSParams",
+    "SoftMask",
+    "ColourModel",
+    "plan_segments",
+    "track_object",
+    "fuse_directions",
+    "merge_objects",
+    "propagate_session",
+]
+
+
+@dataclass
+class MRGSParams:
+    """Parameters of propagation (defaults = best measured on the benchmark)."""
+
+    flow_preset: str = "medium"
+    band: int = 10               # half-width (px) of the region of interest around the warped outline
+    warp_weight: float = 2.5     # weight of the warped mask's log-odds in the band
+    appearance_weight: float = 0.6
+    hist_bins: int = 16          # colour histogram bins per channel (grey: 4x as many)
+    min_area: int = 12           # an object smaller than this (px) has vanished
+    bidirectional: bool = True
+
+
+# --------------------------------------------------------------------------- soft masks
+@dataclass
+class SoftMask:
+    """Probability of one object inside a box of the frame (0 outside the box)."""
+
+    box: tuple[int, int, int, int]   # r0, r1, c0, c1
+    prob: np.ndarray                 # (r1 - r0, c1 - c0) float32
+
+    @classmethod
+    def from_binary(cls, mask: np.ndarray) -> SoftMask | None:
+        rows = np.flatnonzero(mask.any(axis=1))
+        if rows.size == 0:
+            return None
+        cols = np.flatnonzero(mask.any(axis=0))
+        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        return cls((int(r0), int(r1), int(c0), int(c1)), mask[r0:r1, c0:c1].astype(np.float32))
+
+    def area(self) -> int:
+        return int((self.prob > 0.5).sum())
+
+    def full(self, shape: tuple[int, int]) -> np.ndarray:
+        out = np.zeros(shape, np.float32)
+        r0, r1, c0, c1 = self.box
+        out[r0:r1, c0:c1] = self.prob
+        return out
+
+    def pack(self) -> tuple:
+        q = np.clip(self.prob * 255 + 0.5, 0, 255).astype(np.uint8)
+        return self.box, q.shape, zlib.compress(q.tobytes(), 1)
+
+    @classmethod
+    def unpack(cls, packed: tuple) -> SoftMask:
+        box, shape, data = packed
+        q = np.frombuffer(zlib.decompress(data), np.uint8).reshape(shape)
+        return cls(box, q.astype(np.float32) / 255.0)
+
+
+def _expand(box, margin: int, shape) -> tuple[int, int, int, int]:
+    r0, r1, c0, c1 = box
+    h, w = shape
+    return max(0, r0 - margin), min(h, r1 + margin), max(0, c0 - margin), min(w, c1 + margin)
+
+
+# --------------------------------------------------------------------------- appearance
+class ColourModel:
+    """Object-vs-surroundings colour histogram of one object on a reference frame.
+
+    Foreground: the object's pixels; background: a band around the object (its local
+    surroundings, where confusion happens), so the model is local, not global.
+    """
+
+    def __init__(self, qimage: np.ndarray, mask: np.ndarray, n_bins: int, band: int):
+        self.n_bins = n_bins
+        ring = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(
+            cv2.MORPH_ELLIPSE, (4 * band + 1, 4 * band + 1))).astype(bool) & ~mask
+        fg = np.bincount(qimage[mask], minlength=n_bins).astype(np.float32) + 1.0
+        bg = np.bincount(qimage[ring], minlength=n_bins).astype(np.float32) + 1.0
+        self.llr = np.clip(np.log(fg / fg.sum()) - np.log(bg / bg.sum()), -4.0, 4.0).astype(np.float32)
+
+    def __call__(self, qcrop: np.ndarray) -> np.ndarray:
+        return self.llr[qcrop]
+
+
+def quantize(image: np.ndarray, bins: int) -> np.ndarray:
+    """Colour index of every pixel: (H, W, C) float in [0, 1] -> (H, W) int32 in [0, n_bins)."""
+    c = image.shape[2]
+    if c == 1:
+        b = bins * 4
+        return np.minimum((image[..., 0] * b).astype(np.int32), b - 1)
+    q = np.minimum((image[..., :3] * bins).astype(np.int32), bins - 1)
+    return (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
+
+
+def n_colour_bins(image: np.ndarray, bins: int) -> int:
+    return bins * 4 if image.shape[2] == 1 else bins**3
+
+
+# --------------------------------------------------------------------------- steps
+def plan_segments(references: dict[int, int], n_frames: int) -> list[tuple[int | None, int | None]]:
+    """Spans between consecutive references: (previous ref or None, next ref or None)."""
+    refs = sorted(references)
+    if not refs:
+        return []
+    spans: list[tuple[int | None, int | None]] = []
+    if refs[0] > 0:
+        spans.append((None, refs[0]))
+    for a, b in zip(refs[:-1], refs[1:]):
+        if b - a > 1:
+            spans.append((a, b))
+    if refs[-1] < n_frames - 1:
+        spans.append((refs[-1], None))
+    return spans
+
+
+def track_object(prev: SoftMask, flow: np.ndarray, qimage: np.ndarray, model: ColourModel | None,
+                 params: MRGSParams, max_motion: float) -> SoftMask | None:
+    """Carry one object's soft mask to the next frame and refine it in a band around its outline.
+
+    Parameters
+    ----------
+    prev : SoftMask
+        The object on the previous frame (in tracking order).
+    flow : (H, W, 2) float32
+        Flow from the new frame to the previous one.
+    qimage : (H, W) int32
+        Quantised colours of the new frame (see :func:`quantize`).
+    model : ColourModel or None
+        Appearance of the object on its reference frame.
+    max_motion : float
+        Largest flow magnitude in the frame (bounds the search box).
+
+    Returns
+    -------
+    SoftMask of the object on the new frame, or None when it vanished.
+    """
+    h, w = flow.shape[:2]
+    box = _expand(prev.box, int(np.ceil(max_motion)) + params.band + 2, (h, w))
+    r0, r1, c0, c1 = box
+    ys, xs = np.mgrid[r0:r1, c0:c1].astype(np.float32)
+    f = flow[r0:r1, c0:c1]
+    pr0, _, pc0, _ = prev.box
+    warped = cv2.remap(prev.prob, xs + f[..., 0] - pc0, ys + f[..., 1] - pr0, cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    inside = warped > 0.5
+    if inside.sum() < params.min_area:
+        return None
+    # natural-shaped region of interest: pixels within `band` of the warped outline
+    d_in = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 3)
+    d_out = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, 3)
+    dist = np.where(inside, d_in, d_out)
+    roi = dist < params.band
+    p = np.clip(warped, 0.02, 0.98)
+    logit = params.warp_weight * (1.0 + dist / params.band) * np.log(p / (1.0 - p))
+    if model is not None:
+        logit = logit + params.appearance_weight * model(qimage[r0:r1, c0:c1])
+    refined = np.where(roi, 1.0 / (1.0 + np.exp(-logit)), warped).astype(np.float32)
+    out = SoftMask(box, refined)
+    return out if out.area() >= params.min_area else None
+
+
+def fuse_directions(fwd: SoftMask | None, bwd: SoftMask | None, w_fwd: float,
+                    shape: tuple[int, int]) -> SoftMask | None:
+    """Blend forward and backward estimates of one object by temporal distance.
+
+    ``w_fwd`` is the weight of the forward estimate (1 next to the previous reference, 0 next to
+    the next one).
+    """
+    if fwd is None and bwd is None:
+        return None
+    boxes = [m.box for m in (fwd, bwd) if m is not None]
+    box = (min(b[0] for b in boxes), max(b[1] for b in boxes), min(b[2] for b in boxes), max(b[3] for b in boxes))
+    r0, r1, c0, c1 = box
+    acc = np.zeros((r1 - r0, c1 - c0), np.float32)
+    for m, wgt in ((fwd, w_fwd), (bwd, 1.0 - w_fwd)):
+        if m is not None and wgt > 0:
+            a0, a1, b0, b1 = m.box
+            acc[a0 - r0:a1 - r0, b0 - c0:b1 - c0] += wgt * m.prob
+    return SoftMask(box, acc)
+
+
+def merge_objects(masks: dict[int, SoftMask], shape: tuple[int, int]) -> np.ndarray:
+    """One label image from per-object probabilities: each pixel goes to its most confident object
+    (if above 0.5)."""
+    best = np.full(shape, 0.5, np.float32)
+    labels = np.zeros(shape, LABEL_DTYPE)
+    for oid, m in masks.items():
+        r0, r1, c0, c1 = m.box
+        b = best[r0:r1, c0:c1]
+        win = m.prob > b
+        b[win] = m.prob[win]
+        labels[r0:r1, c0:c1][win] = oid
+    return labels
+
+
+# --------------------------------------------------------------------------- driver
+class _Pass:
+    """One direction of tracking from a reference frame through a span."""
+
+    def __init__(self, session, ref: int, step: int, flows: FlowCache, params: MRGSParams):
+        self.session, self.step, self.flows, self.params = session, step, flows, params
+        labels = session.store.read(ref)
+        image = session.image(ref)
+        q = quantize(image, params.hist_bins)
+        n_bins = n_colour_bins(image, params.hist_bins)
+        self.state: dict[int, SoftMask] = {}
+        self.models: dict[int, ColourModel] = {}
+        for oid in np.unique(labels):
+            if oid == 0:
+                continue
+            m = labels == oid
+            sm = SoftMask.from_binary(m)
+            if sm is not None:
+                self.state[int(oid)] = sm
+                self.models[int(oid)] = ColourModel(q, m, n_bins, params.band)
+        self.t = ref
+
+    def advance(self) -> dict[int, SoftMask]:
+        t_new = self.t + self.step
+        if self.state:
+            flow = self.flows.flow(t_new, self.t)
+            max_motion = float(np.sqrt((flow.astype(np.float32) ** 2).sum(axis=2).max()))
+            q = quantize(self.session.image(t_new), self.params.hist_bins)
+            new_state = {}
+            for oid, sm in self.state.items():
+                nxt = track_object(sm, flow, q, self.models.get(oid), self.params, max_motion)
+                if nxt is not None:
+                    new_state[oid] = nxt
+            self.state = new_state
+        self.t = t_new
+        return self.state
+
+
+def propagate_session(session, start: int, stop: int, progress: Callable[[int, int], None] | None,
+                      is_cancelled: Callable[[], bool]) -> int:
+    """Propagate every stale span of ``session`` inside ``[start, stop)``; returns frames written."""
+    params: MRGSParams = session.backend.mrgs_params
+    store = session.store
+    refs = {t: r["revision"] for t, r in store.references.items() if r["kind"] == "user"}
+    computed = np.asarray(store.computed_from[:])
+    flows = getattr(session, "_flows", None)
+    if flows is None or flows.preset != params.flow_preset:
+        flows = FlowCache(lambda t: to_gray_u8(session.image(t)), params.flow_preset)
+        session._flows = flows
+    shape = (session.height, session.width)
+
+    jobs = []
+    for a, b in plan_segments(refs, session.n_frames):
+        key = np.array([-1 if a is None else a, -1 if a is None else refs[a],
+                        -1 if b is None else b, -1 if b is None else refs[b]], np.int64)
+        lo = 0 if a is None else a + 1
+        hi = session.n_frames if b is None else b
+        todo = [t for t in range(max(lo, start), min(hi, stop)) if not np.array_equal(computed[t], key)]
+        if todo:
+            jobs.append((a, b, key, todo))
+    total = 0
+    for a, b, _, todo in jobs:
+        passes = (a is not None) + (b is not None and (params.bidirectional or a is None))
+        total += passes * len(todo)
+    done = 0
+    written = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    for a, b, key, todo in jobs:
+        if is_cancelled():
+            break
+        first, last = todo[0], todo[-1]
+        fwd_results: dict[int, tuple] = {}
+        use_bwd = b is not None and (params.bidirectional or a is None)
+        if a is not None:
+            tracker = _Pass(session, a, +1, flows, params)
+            for t in range(a + 1, last + 1):
+                if is_cancelled():
+                    return written
+                state = tracker.advance()
+                if t >= first:
+                    if use_bwd:
+                        fwd_results[t] = {oid: sm.pack() for oid, sm in state.items()}
+                    else:
+                        store.write(t, merge_objects(state, shape))
+                        store.computed_from[t] = key
+                        written += 1
+                    tick()
+        if use_bwd:
+            tracker = _Pass(session, b, -1, flows, params)
+            for t in range(b - 1, first - 1, -1):
+                if is_cancelled():
+                    return written
+                state = tracker.advance()
+                if t > last:
+                    continue
+                if a is not None:
+                    fwd = {oid: SoftMask.unpack(p) for oid, p in fwd_results.pop(t).items()}
+                    w_fwd = (b - t) / (b - a)
+                    fused = {}
+                    for oid in set(fwd) | set(state):
+                        m = fuse_directions(fwd.get(oid), state.get(oid), w_fwd, shape)
+                        if m is not None:
+                            fused[oid] = m
+                    state_t = fused
+                else:
+                    state_t = state
+                store.write(t, merge_objects(state_t, shape))
+                store.computed_from[t] = key
+                written += 1
+                tick()
+    return written

@@ -1,0 +1,275 @@
+"""Session: one video being annotated (frames, references, memory pool, masks).
+
+Reads like SAM2's video predictor: make a session on a video, add scribbles on any frame
+(CPSM), propagate (MRGS), correct any frame, undo.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from .backends import Backend, get_backend
+from .io import to_float_image
+from .scribbles import Scribble, clip_scribble
+from .store import LABEL_DTYPE, MaskStore, video_fingerprint
+
+__all__ = ["Session"]
+
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], bool] | threading.Event
+
+
+def _validate_frames(frames: Any) -> None:
+    shape = getattr(frames, "shape", None)
+    if shape is None or len(shape) not in (3, 4):
+        raise ValueError(
+            f"frames must be an array of shape (T, H, W) or (T, H, W, C), got shape {shape}"
+        )
+    if min(shape[:3]) < 1:
+        raise ValueError(f"frames have an empty dimension: shape {tuple(shape)}")
+    dt = np.dtype(frames.dtype)
+    if not (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating) or dt == np.bool_):
+        raise ValueError(f"frames must be uint8, uint16 or float, got dtype {dt}")
+
+
+class Session:
+    """Annotation session of one video.
+
+    Parameters
+    ----------
+    frames : array-like, (T, H, W) or (T, H, W, C)
+        numpy, dask or zarr array; uint8, uint16 or float.  Read lazily, frame by frame.
+    store : path, optional
+        Folder of the zarr mask store: created if missing, resumed if present (refused if it
+        belongs to another video).  ``None`` keeps masks in memory.
+    params : dict, optional
+        Engine parameters by name (see :class:`~napari_ivoma.engine.cpsm.CPSMParams` and
+        :class:`~napari_ivoma.engine.mrgs.MRGSParams`).
+    backend : str or Backend, optional
+        Segmentation backend; default ``"classical"`` (no pretrained weights).
+    source : str, optional
+        Where the frames came from (recorded in the store's provenance).
+    """
+
+    def __init__(self, frames: Any, store: str | None = None, params: dict | None = None,
+                 backend: str | Backend | None = None, source: str | None = None):
+        _validate_frames(frames)
+        self.frames = frames
+        self.n_frames = int(frames.shape[0])
+        self.height, self.width = int(frames.shape[1]), int(frames.shape[2])
+        self.backend: Backend = get_backend(backend, params)
+        self._value_range = self._intensity_range()
+        prov = {"engine_version": __version__, "backend": self.backend.name,
+                "params": self.backend.params_dict(), "source": None if source is None else str(source)}
+        self.store = MaskStore(store, self.n_frames, self.height, self.width,
+                               fingerprint=video_fingerprint(frames), provenance=prov)
+        self._images: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._image_cache_size = 16
+        self._lock = threading.RLock()
+        self.memory = self.backend.new_memory()
+        for t in self.user_references:
+            self.memory.add(t, self.image(t), self.store.read(t))
+
+    # ------------------------------------------------------------------ read-only views
+    @property
+    def labels(self):
+        """(T, H, W) uint32 masks of every frame (the store's zarr array)."""
+        return self.store.labels
+
+    @property
+    def store_path(self):
+        return self.store.path
+
+    @property
+    def objects(self) -> dict[int, dict]:
+        """Object table: id -> {name, colour, parent}."""
+        return self.store.objects
+
+    @property
+    def references(self) -> dict[int, str]:
+        """Reference frames: t -> "user" or "auto"."""
+        return {t: r["kind"] for t, r in sorted(self.store.references.items())}
+
+    @property
+    def user_references(self) -> list[int]:
+        return sorted(t for t, r in self.store.references.items() if r["kind"] == "user")
+
+    def scribbles(self, t: int) -> list[Scribble]:
+        """All scribbles given on frame ``t`` (drawing order)."""
+        ref = self.store.references.get(int(t))
+        return [Scribble.from_dict(d) for d in (ref or {}).get("scribbles", [])]
+
+    def image(self, t: int) -> np.ndarray:
+        """Frame ``t`` as (H, W, C) float32 in [0, 1] (small LRU cache)."""
+        t = int(t)
+        with self._lock:
+            if t in self._images:
+                self._images.move_to_end(t)
+                return self._images[t]
+        img = to_float_image(np.asarray(self.frames[t]), self._value_range)
+        with self._lock:
+            self._images[t] = img
+            while len(self._images) > self._image_cache_size:
+                self._images.popitem(last=False)
+        return img
+
+    def _intensity_range(self) -> tuple[float, float] | None:
+        """One intensity range for the whole video (so frames stay comparable)."""
+        if np.dtype(self.frames.dtype) == np.uint8:
+            return (0.0, 255.0)
+        idx = sorted({0, self.n_frames // 2, self.n_frames - 1})
+        vals = np.concatenate([np.asarray(self.frames[t])[::4, ::4].ravel() for t in idx])
+        lo, hi = np.percentile(vals, [0.5, 99.8])
+        return (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
+
+    def _check_t(self, t: Any) -> int:
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+            raise TypeError(f"frame index must be an integer, got {t!r}")
+        if not 0 <= int(t) < self.n_frames:
+            raise IndexError(f"frame index {t} out of range: the video has {self.n_frames} frames (0..{self.n_frames - 1})")
+        return int(t)
+
+    # ------------------------------------------------------------------ actions
+    def add_scribbles(self, t: int, scribbles: Sequence[Scribble]) -> np.ndarray:
+        """Turn scribbles on frame ``t`` into its multi-object mask (CPSM).
+
+        Parameters
+        ----------
+        t : int
+            Frame index.
+        scribbles : list of Scribble
+            New strokes, in drawing order (the later wins where two ids cross).  All scribbles
+            ever given on frame ``t`` stay hard constraints.
+
+        Returns
+        -------
+        (H, W) uint32 labels of frame ``t``, which becomes a user reference.
+        """
+        t = self._check_t(t)
+        if scribbles is None or len(scribbles) == 0:
+            raise ValueError(
+                "add_scribbles needs at least one Scribble(object_id, points) on the frame; "
+                "got an empty list (draw a stroke with an object id, 0 for background)"
+            )
+        for s in scribbles:
+            if not isinstance(s, Scribble):
+                raise TypeError(f"expected Scribble objects, got {type(s).__name__}")
+        clipped = [c for c in (clip_scribble(s, (self.height, self.width)) for s in scribbles) if c is not None]
+        if not clipped:
+            raise ValueError(
+                f"all {len(scribbles)} scribbles lie outside the {self.height}x{self.width} frame; nothing to do"
+            )
+        with self._lock:
+            image = self.image(t)
+            prior = self.store.read(t)
+            has_prior = bool(prior.any()) or t in self.store.references
+            everything = self.scribbles(t) + clipped
+            new_ids = {s.object_id for s in clipped}
+            labels = self.backend.scribbles_to_mask(
+                image, everything, prior if has_prior else None, new_ids, self.memory
+            ).astype(LABEL_DTYPE, copy=False)
+            self.store.begin_step("add_scribbles", t)
+            self.store.write(t, labels)
+            for oid in sorted({s.object_id for s in everything} | set(np.unique(labels).tolist())):
+                self.store.ensure_object(int(oid))
+            self.store.set_reference(t, "user", [s.to_dict() for s in everything])
+            self.store.flush_attrs()
+            self.memory.add(t, image, labels)
+        return labels
+
+    def set_labels(self, t: int, labels: np.ndarray) -> None:
+        """Make a hand-edited (or imported) frame a user reference, as it is."""
+        t = self._check_t(t)
+        arr = np.asarray(labels)
+        if arr.shape != (self.height, self.width):
+            raise ValueError(f"labels of frame {t} must have shape {(self.height, self.width)}, got {arr.shape}")
+        if arr.dtype.kind == "f":
+            if not np.all(np.mod(arr, 1) == 0):
+                raise ValueError("labels must be integer object ids, got non-integer values")
+        elif arr.dtype.kind not in "uib":
+            raise ValueError(f"labels must be integer object ids, got dtype {arr.dtype}")
+        if arr.size and arr.min() < 0:
+            raise ValueError(f"labels contain a negative object id ({int(arr.min())}); ids must be >= 0")
+        arr = arr.astype(LABEL_DTYPE)
+        with self._lock:
+            self.store.begin_step("set_labels", t)
+            self.store.write(t, arr)
+            for oid in np.unique(arr):
+                self.store.ensure_object(int(oid))
+            old = self.store.references.get(t, {})
+            self.store.set_reference(t, "user", old.get("scribbles", []))
+            self.store.flush_attrs()
+            self.memory.add(t, self.image(t), arr)
+
+    def propagate(self, start: int | None = None, stop: int | None = None,
+                  progress: ProgressFn | None = None, cancel: CancelFn | None = None):
+        """Propagate the masks of all references over the video (MRGS).
+
+        Parameters
+        ----------
+        start, stop : int, optional
+            Only frames in ``[start, stop)`` are touched (default: the whole video).
+        progress : callable(done, total), optional
+            Called as frames complete.
+        cancel : callable returning bool, or threading.Event, optional
+            Stops cleanly: frames not reached keep their previous masks.
+
+        Returns
+        -------
+        (T, H, W) uint32 array-like (the store's zarr array).
+        """
+        from .mrgs import propagate_session
+
+        if not self.user_references:
+            raise ValueError("nothing to propagate yet: scribble on a frame (add_scribbles) or set_labels first")
+        start = 0 if start is None else max(0, int(start))
+        stop = self.n_frames if stop is None else min(self.n_frames, int(stop))
+        if start >= stop:
+            raise ValueError(f"empty frame range: start={start}, stop={stop}")
+        is_cancelled = _cancel_check(cancel)
+        with self._lock:
+            if not self.store.can_undo():
+                self.store.begin_step("propagate", start)
+            propagate_session(self, start, stop, progress, is_cancelled)
+            self.store.flush_attrs()
+        return self.labels
+
+    def undo(self) -> int:
+        """Revert the last add_scribbles/set_labels and what propagation did after it.
+
+        Returns the frame index of the undone action.
+        """
+        with self._lock:
+            if not self.store.can_undo():
+                raise RuntimeError("nothing to undo")
+            step = self.store.undo()
+            t = int(step["t"])
+            if t in self.user_references:
+                self.memory.add(t, self.image(t), self.store.read(t))
+            else:
+                self.memory.remove(t)
+        return t
+
+    def name_object(self, object_id: int, name: str) -> None:
+        """Give an object a name (kept in the store)."""
+        self.store.ensure_object(int(object_id))
+        self.store.attrs["objects"][str(int(object_id))]["name"] = str(name)
+        self.store.flush_attrs()
+
+
+def _cancel_check(cancel: CancelFn | None) -> Callable[[], bool]:
+    if cancel is None:
+        return lambda: False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set
+    if callable(cancel):
+        return lambda: bool(cancel())
+    warnings.warn("cancel must be a callable or threading.Event; ignored", stacklevel=3)
+    return lambda: False

@@ -1,0 +1,307 @@
+"""The zarr mask store: labels of every frame plus what is needed to resume work.
+
+Layout (zarr v3 group)::
+
+    <store>.zarr/
+      zarr.json            group attributes under key "ivoma" (see below)
+      labels/              (T, H, W) uint32, one chunk per frame, zstd-compressed
+      computed_from/       (T, 4) int64: the references each frame was propagated from
+                           (previous ref t, its revision, next ref t, its revision; -1 = none)
+      undo/<n>/            per undo step: previous labels of the frames that step changed
+
+Group attributes ``ivoma``::
+
+    format: 1
+    objects:    {"<id>": {"name", "colour", "parent"}}
+    references: {"<t>": {"kind": "user" | "auto", "revision", "scribbles": [{"object_id", "points"}]}}
+    revision:   global counter, bumped whenever a reference changes
+    undo:       [{"action", "t", "frames": [...], "state": {objects, references}}]   (oldest first)
+    provenance: {"engine_version", "params", "source", "fingerprint": {"shape", "dtype", "sampled_hash"}}
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+__all__ = [
+    "MaskStore",
+    "StoreMismatchError",
+    "video_fingerprint",
+    "is_mask_store",
+    "read_store_labels",
+    "write_labels_store",
+    "LABEL_DTYPE",
+]
+
+LABEL_DTYPE = np.uint32
+FORMAT_VERSION = 1
+ATTR_KEY = "ivoma"
+#: colours for object ids (cycled); napari shows its own colours but the table keeps these
+PALETTE = [
+    "#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
+    "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3",
+]
+
+
+class StoreMismatchError(ValueError):
+    """A mask store belongs to another video (or is not a mask store)."""
+
+
+def _compressors():
+    from zarr.codecs import BloscCodec
+
+    return [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")]
+
+
+def video_fingerprint(frames: Any, n_samples: int = 3) -> dict:
+    """Shape, dtype and a hash of a few sampled frames (first, middle, last).
+
+    Reads ``n_samples`` frames; cheap on lazy arrays.
+    """
+    shape = tuple(int(s) for s in frames.shape)
+    t_count = shape[0]
+    idx = sorted({0, t_count // 2, t_count - 1})[:n_samples]
+    h = hashlib.sha256()
+    for t in idx:
+        f = np.ascontiguousarray(np.asarray(frames[t]))
+        h.update(f[:: max(1, f.shape[0] // 64), :: max(1, f.shape[1] // 64)].tobytes())
+    return {"shape": list(shape), "dtype": str(np.dtype(frames.dtype)), "sampled_frames": idx,
+            "sampled_hash": h.hexdigest()[:32]}
+
+
+def is_mask_store(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a napari-ivoma mask store."""
+    p = Path(path)
+    if not (p / "zarr.json").exists():
+        return False
+    try:
+        g = zarr.open_group(str(p), mode="r")
+    except Exception:  # noqa: BLE001
+        return False
+    return ATTR_KEY in g.attrs and "labels" in g
+
+
+def read_store_labels(path: str | os.PathLike) -> zarr.Array:
+    """The ``labels`` array of a mask store, opened read-write (lazy)."""
+    if not is_mask_store(path):
+        raise StoreMismatchError(f"{path} is not a napari-ivoma mask store (no 'labels' array with ivoma attributes)")
+    return zarr.open_group(str(path), mode="r+")["labels"]
+
+
+def _check_writable(p: Path) -> None:
+    parent = p.parent if not p.exists() else p
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"cannot write the mask store at {p}: {parent} is not writable")
+
+
+class MaskStore:
+    """Labels of every frame with the objects, references and undo history of a session.
+
+    Parameters
+    ----------
+    path : path or None
+        Folder of the zarr store.  Created when missing, resumed when present.  ``None`` keeps
+        everything in memory.
+    n_frames, height, width : int
+        Size of the video the store belongs to.
+    fingerprint : dict, optional
+        From :func:`video_fingerprint`; a present store with another fingerprint is refused.
+    provenance : dict, optional
+        Extra provenance recorded on creation (engine version, params, source path).
+    """
+
+    def __init__(self, path: str | os.PathLike | None, n_frames: int, height: int, width: int,
+                 fingerprint: dict | None = None, provenance: dict | None = None,
+                 max_undo: int = 20):
+        self.path = None if path is None else Path(path)
+        self.max_undo = max_undo
+        shape = (int(n_frames), int(height), int(width))
+        if self.path is None:
+            self.group = zarr.open_group(store=zarr.storage.MemoryStore(), mode="w")
+            self._create(shape, fingerprint, provenance)
+        elif self.path.exists() and not (self.path.is_dir() and not any(self.path.iterdir())):
+            self._resume(shape, fingerprint)
+        else:
+            _check_writable(self.path)
+            try:
+                self.group = zarr.open_group(str(self.path), mode="w")
+            except OSError as exc:
+                raise PermissionError(f"cannot create the mask store at {self.path}: {exc}") from exc
+            self._create(shape, fingerprint, provenance)
+        self.labels: zarr.Array = self.group["labels"]
+        self.computed_from: zarr.Array = self.group["computed_from"]
+
+    # ------------------------------------------------------------------ create / resume
+    def _create(self, shape, fingerprint, provenance) -> None:
+        t, h, w = shape
+        self.group.create_array("labels", shape=shape, chunks=(1, h, w), dtype=LABEL_DTYPE,
+                                fill_value=0, compressors=_compressors())
+        self.group.create_array("computed_from", shape=(t, 4), chunks=(max(1, min(t, 4096)), 4),
+                                dtype=np.int64, fill_value=-1)
+        prov = dict(provenance or {})
+        prov["fingerprint"] = fingerprint
+        self._attrs = {"format": FORMAT_VERSION, "objects": {}, "references": {}, "revision": 0,
+                       "undo": [], "undo_counter": 0, "provenance": prov}
+        self.flush_attrs()
+
+    def _resume(self, shape, fingerprint) -> None:
+        p = self.path
+        if not is_mask_store(p):
+            raise StoreMismatchError(
+                f"{p} exists and is not a napari-ivoma mask store; choose another path "
+                "(nothing was written there)"
+            )
+        if not os.access(p, os.W_OK):
+            raise PermissionError(f"the mask store {p} is not writable")
+        self.group = zarr.open_group(str(p), mode="r+")
+        self._attrs = copy.deepcopy(dict(self.group.attrs[ATTR_KEY]))
+        have = tuple(self.group["labels"].shape)
+        stored_fp = self._attrs.get("provenance", {}).get("fingerprint")
+        if have != shape:
+            raise StoreMismatchError(
+                f"the mask store {p} holds masks of shape {have} (T, H, W) but this video is {shape}: "
+                "it belongs to another video; open that video or choose another store path"
+            )
+        if fingerprint is not None and stored_fp is not None:
+            a = {k: stored_fp.get(k) for k in ("shape", "dtype", "sampled_hash")}
+            b = {k: fingerprint.get(k) for k in ("shape", "dtype", "sampled_hash")}
+            if a != b:
+                src = self._attrs.get("provenance", {}).get("source")
+                raise StoreMismatchError(
+                    f"the mask store {p} belongs to another video (fingerprint {a['sampled_hash']} "
+                    f"{a['dtype']} {a['shape']}{', source ' + str(src) if src else ''}) than this one "
+                    f"({b['sampled_hash']} {b['dtype']} {b['shape']}); it was not modified"
+                )
+
+    def flush_attrs(self) -> None:
+        """Write the attributes (objects, references, undo, provenance) to the store."""
+        self.group.attrs[ATTR_KEY] = json.loads(json.dumps(self._attrs))
+
+    # ------------------------------------------------------------------ state
+    @property
+    def attrs(self) -> dict:
+        return self._attrs
+
+    @property
+    def objects(self) -> dict[int, dict]:
+        return {int(k): v for k, v in self._attrs["objects"].items()}
+
+    def ensure_object(self, object_id: int, parent: int | None = None) -> None:
+        objs = self._attrs["objects"]
+        key = str(int(object_id))
+        if key not in objs and object_id > 0:
+            objs[key] = {"name": f"object {object_id}", "colour": PALETTE[(object_id - 1) % len(PALETTE)],
+                         "parent": parent}
+
+    @property
+    def references(self) -> dict[int, dict]:
+        return {int(k): v for k, v in self._attrs["references"].items()}
+
+    def set_reference(self, t: int, kind: str, scribbles: list[dict] | None = None) -> int:
+        self._attrs["revision"] += 1
+        rev = self._attrs["revision"]
+        self._attrs["references"][str(int(t))] = {"kind": kind, "revision": rev,
+                                                  "scribbles": scribbles or []}
+        return rev
+
+    def remove_reference(self, t: int) -> None:
+        self._attrs["references"].pop(str(int(t)), None)
+
+    # ------------------------------------------------------------------ frames
+    def read(self, t: int) -> np.ndarray:
+        return np.asarray(self.labels[int(t)])
+
+    def write(self, t: int, labels: np.ndarray) -> None:
+        self._save_for_undo(t)
+        self.labels[int(t)] = np.asarray(labels, dtype=LABEL_DTYPE)
+
+    # ------------------------------------------------------------------ undo
+    def begin_step(self, action: str, t: int) -> None:
+        """Start an undo step: remembers the state, then frames as they are first changed."""
+        state = copy.deepcopy({"objects": self._attrs["objects"], "references": self._attrs["references"]})
+        self._attrs["undo_counter"] += 1
+        step = {"action": action, "t": int(t), "id": self._attrs["undo_counter"], "frames": [], "state": state}
+        self._attrs["undo"].append(step)
+        while len(self._attrs["undo"]) > self.max_undo:
+            old = self._attrs["undo"].pop(0)
+            self._drop_undo_arrays(old["id"])
+
+    def _undo_group(self, step_id: int):
+        return self.group.require_group(f"undo/{step_id}")
+
+    def _save_for_undo(self, t: int) -> None:
+        if not self._attrs["undo"]:
+            return
+        step = self._attrs["undo"][-1]
+        if int(t) in step["frames"]:
+            return
+        h, w = self.labels.shape[1:]
+        g = self._undo_group(step["id"])
+        g.create_array(str(int(t)), shape=(h, w), chunks=(h, w), dtype=LABEL_DTYPE, fill_value=0,
+                       compressors=_compressors(), overwrite=True)[...] = self.read(t)
+        step["frames"].append(int(t))
+        cf = np.asarray(self.computed_from[int(t)])
+        step.setdefault("computed_from", {})[str(int(t))] = cf.tolist()
+
+    def _drop_undo_arrays(self, step_id: int) -> None:
+        if "undo" in self.group and str(step_id) in self.group["undo"]:
+            del self.group["undo"][str(step_id)]
+
+    def can_undo(self) -> bool:
+        return bool(self._attrs["undo"])
+
+    def undo(self) -> dict:
+        """Revert the last step; returns it (action, t, frames restored)."""
+        if not self._attrs["undo"]:
+            raise RuntimeError("nothing to undo")
+        step = self._attrs["undo"].pop()
+        g = self._undo_group(step["id"])
+        for t in step["frames"]:
+            self.labels[int(t)] = np.asarray(g[str(t)])
+            self.computed_from[int(t)] = np.asarray(step["computed_from"][str(t)], dtype=np.int64)
+        self._attrs["objects"] = step["state"]["objects"]
+        self._attrs["references"] = step["state"]["references"]
+        self._attrs["revision"] += 1
+        self._drop_undo_arrays(step["id"])
+        self.flush_attrs()
+        return step
+
+
+def write_labels_store(path: str | os.PathLike, labels: Any, fingerprint: dict | None = None,
+                       source: str | None = None) -> Path:
+    """Save a (T, H, W) labels array as a new mask store (used by the napari writer).
+
+    Refuses to overwrite anything that exists at ``path``.
+    """
+    p = Path(path)
+    if p.exists():
+        raise FileExistsError(f"{p} already exists; the mask store is not overwritten (choose a new path)")
+    arr = labels
+    if getattr(arr, "ndim", 0) == 2:
+        arr = np.asarray(arr)[None]
+    if getattr(arr, "ndim", 0) != 3:
+        raise ValueError(f"labels to save must be (T, H, W) or (H, W), got shape {getattr(arr, 'shape', None)}")
+    if np.issubdtype(np.dtype(arr.dtype), np.signedinteger):
+        mins = [int(np.asarray(arr[t]).min()) for t in range(arr.shape[0])]
+        if min(mins) < 0:
+            raise ValueError("labels contain negative ids; object ids must be >= 0")
+    store = MaskStore(p, *arr.shape, fingerprint=fingerprint, provenance={"source": source})
+    ids: set[int] = set()
+    for t in range(arr.shape[0]):
+        frame = np.asarray(arr[t]).astype(LABEL_DTYPE)
+        store.labels[t] = frame
+        ids.update(int(i) for i in np.unique(frame) if i)
+    for i in sorted(ids):
+        store.ensure_object(i)
+    store.flush_attrs()
+    return p
