@@ -185,7 +185,7 @@ def track_object(prev: SoftMask, flow: np.ndarray, qimage: np.ndarray, model: Co
     logit = params.warp_weight * (1.0 + dist / params.band) * np.log(p / (1.0 - p))
     if model is not None:
         logit = logit + params.appearance_weight * model(qimage[r0:r1, c0:c1])
-    refined = np.where(roi, 1.0 / (1.0 + np.exp(-logit)), warped).astype(np.float32)
+    refined = np.where(roi, 1.0 / (1.0 + np.exp(-np.clip(logit, -30, 30))), warped).astype(np.float32)
     out = SoftMask(box, refined)
     return out if out.area() >= params.min_area else None
 

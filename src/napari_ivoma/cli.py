@@ -1,0 +1,149 @@
+"""``ivoma``: command-line entry points (the headless demo and small store utilities)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main", "run_demo", "overlay_strip"]
+
+
+def overlay_strip(frames: np.ndarray, labels: np.ndarray, picks: list[int], path: Path,
+                  gt: np.ndarray | None = None) -> Path:
+    """Save a PNG strip of a few frames with the masks drawn on them (top row), ground truth below.
+
+    Parameters
+    ----------
+    frames : (T, H, W[, C]) array
+    labels : (T, H, W) uint32 predicted masks
+    picks : frame indices to show
+    path : output PNG
+    gt : optional (T, H, W) ground truth, drawn as a second row
+    """
+    import cv2
+    from PIL import Image
+
+    from .engine.io import to_float_image
+
+    rng = np.random.default_rng(7)
+    palette = rng.integers(60, 255, size=(4096, 3)).astype(np.float32)
+    rows = []
+    for lab in [labels] + ([gt] if gt is not None else []):
+        tiles = []
+        for t in picks:
+            img = to_float_image(np.asarray(frames[t]))
+            img = np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img[..., :3]
+            rgb = (img * 255).astype(np.float32)
+            m = np.asarray(lab[t]).astype(np.int64)
+            col = palette[m % len(palette)]
+            fg = m > 0
+            rgb[fg] = 0.5 * rgb[fg] + 0.5 * col[fg]
+            edges = cv2.morphologyEx(m.astype(np.uint16), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+            rgb[edges] = col[edges]
+            tile = rgb.clip(0, 255).astype(np.uint8)
+            cv2.putText(tile, f"t={t}", (5, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1)
+            tiles.append(tile)
+        rows.append(np.concatenate(tiles, axis=1))
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    return path
+
+
+def run_demo(out: Path, clips: list[str], samples_root: Path | None = None) -> list[dict]:
+    """Scribbles on one frame -> CPSM -> MRGS -> zarr store, on the shipped sample clips."""
+    from tqdm import tqdm
+
+    from .bench.annotator import first_round_scribbles
+    from .bench.dataset import load_sequence
+    from .bench.metrics import seg_score, sequence_scores
+    from .engine import Session, is_mask_store
+    from .synthetic import ensure_sample_clips
+
+    out.mkdir(parents=True, exist_ok=True)
+    folders = ensure_sample_clips(samples_root)
+    results = []
+    for name in clips:
+        seq = load_sequence(folders[name])
+        store = out / f"{name}.ivoma.zarr"
+        if store.exists():
+            if not is_mask_store(store):
+                raise FileExistsError(f"{store} exists and is not a mask store; move it away first")
+            shutil.rmtree(store)  # the demo's own output of a previous run
+        session = Session(seq.frames, store=store, source=f"napari-ivoma sample clip '{name}'")
+        t0 = 0
+        scribbles = first_round_scribbles(seq.masks[t0], seq.object_ids)
+        tic = time.perf_counter()
+        session.add_scribbles(t0, scribbles)
+        t_cpsm = time.perf_counter() - tic
+        bar = tqdm(total=1, desc=f"propagating {name}", unit="step", file=sys.stderr, leave=False)
+
+        def progress(done: int, total: int, bar=bar) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        tic = time.perf_counter()
+        masks = session.propagate(progress=progress)
+        t_prop = time.perf_counter() - tic
+        bar.close()
+        pred = np.asarray(masks)
+        scores = sequence_scores(seq.masks, pred, seq.n_objects)
+        n = len(seq.frames)
+        picks = sorted({0, n // 4, n // 2, 3 * n // 4, n - 1})
+        png = overlay_strip(seq.frames, pred, picks, out / f"{name}_overlay.png", gt=seq.masks)
+        res = {"clip": name, "frames": n, "objects": seq.n_objects, "J": scores["J"], "F": scores["F"],
+               "JF": scores["JF"], "cpsm_s": t_cpsm, "propagate_s": t_prop, "store": str(store),
+               "overlay": str(png), "scribbles": len(scribbles)}
+        if seq.instance:
+            res["SEG"] = float(np.mean([s for s in (seg_score(seq.masks[t], pred[t]) for t in range(n))
+                                        if s is not None]))
+        results.append(res)
+        print(f"[{name}] {n} frames, {seq.n_objects} objects, {len(scribbles)} scribbles on frame {t0}: "
+              f"J&F {res['JF']:.3f} (J {res['J']:.3f}, F {res['F']:.3f})"
+              + (f", SEG {res['SEG']:.3f}" if "SEG" in res else "")
+              + f"; CPSM {t_cpsm:.2f} s, propagation {t_prop:.1f} s ({(n - 1) / max(t_prop, 1e-9):.1f} frames/s)")
+        print(f"    masks: {store}\n    overlay: {png}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="ivoma", description="napari-ivoma command line")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="run scribbles -> CPSM -> MRGS on the generated sample clips")
+    d.add_argument("--out", type=Path, default=Path("demo_out"))
+    d.add_argument("--clip", choices=["natural", "nuclei", "all"], default="all")
+    d.add_argument("--samples", type=Path, default=None,
+                   help="folder for the generated sample clips (default: user cache)")
+    i = sub.add_parser("info", help="describe a mask store")
+    i.add_argument("store", type=Path)
+    args = ap.parse_args(argv)
+    if args.cmd == "demo":
+        clips = ["natural", "nuclei"] if args.clip == "all" else [args.clip]
+        run_demo(args.out, clips, args.samples)
+        return 0
+    if args.cmd == "info":
+        import json
+
+        import zarr
+
+        from .engine.store import ATTR_KEY, is_mask_store
+
+        if not is_mask_store(args.store):
+            print(f"{args.store} is not a napari-ivoma mask store", file=sys.stderr)
+            return 2
+        g = zarr.open_group(str(args.store), mode="r")
+        attrs = dict(g.attrs[ATTR_KEY])
+        refs = {t: r["kind"] for t, r in attrs["references"].items()}
+        print(json.dumps({"labels": list(g["labels"].shape), "objects": attrs["objects"],
+                          "references": refs, "undo_steps": len(attrs["undo"]),
+                          "provenance": attrs["provenance"]}, indent=2))
+        return 0
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
