@@ -1,0 +1,444 @@
+"""The napari dock widget: scribbles -> masks -> propagation -> corrections.
+
+Thin glue: every decision about masks is taken by :class:`napari_ivoma.engine.Session`; this
+module moves data between napari layers and the session and keeps the GUI responsive.
+
+Layers used
+-----------
+``scribbles`` (Shapes, path mode)
+    Strokes with an ``object_id`` feature (0 = background); the edge colour follows the id.
+``masks`` (Labels)
+    Backed by the session's zarr store: brush edits are written to disk as they happen and
+    become user references before the next propagation.
+
+Keyboard shortcuts (on the viewer): Shift-M scribbles -> mask, Shift-G propagate,
+Shift-Up / Shift-Down object id +/- 1.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox
+from qtpy.QtCore import QObject, Signal
+
+from ._layers import (
+    BACKGROUND_COLOUR,
+    default_store_path,
+    frames_in_paint_event,
+    scribbles_from_shapes,
+)
+from ._reader import SOURCE_KEY
+from .engine import Session
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["AnnotatorWidget"]
+
+SCRIBBLES_NAME = "scribbles"
+MASKS_NAME = "masks"
+REFRESH_INTERVAL_S = 0.5
+
+
+class _Bridge(QObject):
+    """Carries progress from the propagation thread to the GUI thread (queued signal)."""
+
+    progress = Signal(int, int)
+
+
+class AnnotatorWidget(Container):
+    """Dock widget of napari-ivoma (Plugins > IVOMA video annotation)."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.session: Session | None = None
+        self.image_layer = None
+        self.shapes_layer = None
+        self.masks_layer = None
+        self.edited_frames: set[int] = set()
+        self._worker = None
+        self._cancel = threading.Event()
+        self._last_refresh = 0.0
+        self._bridge = _Bridge()
+        self._bridge.progress.connect(self._on_progress)
+        self._build()
+        self._connect_viewer()
+        self._bind_keys()
+        self._update_info()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        self.image = ComboBox(label="video", choices=self._image_choices,
+                              tooltip="Image layer holding the frames (T, H, W[, C])")
+        self.store = FileEdit(label="mask store", mode="w", filter="*.zarr",
+                              tooltip="Folder of the zarr mask store (created, or resumed if it exists)")
+        self.start_button = PushButton(text="Start / resume")
+        self.object_id = SpinBox(label="object id", value=1, min=0, max=65535,
+                                 tooltip="Id of new scribbles: 0 = background, 1, 2, ... objects "
+                                         "(Shift-Up / Shift-Down)")
+        self.to_mask_button = PushButton(text="Scribbles → mask",
+                                         tooltip="CPSM on the current frame (Shift-M)")
+        self.propagate_button = PushButton(text="Propagate", tooltip="MRGS over the video (Shift-G)")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.undo_button = PushButton(text="Undo", tooltip="Undo the last scribbles/edit and its propagation")
+        self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
+        self.status = Label(label="status", value="choose a video and press Start / resume")
+        self.references = Label(label="references", value="-")
+        self.objects_info = Label(label="objects", value="-")
+        row1 = Container(layout="horizontal", labels=False,
+                         widgets=[self.to_mask_button, self.undo_button])
+        row2 = Container(layout="horizontal", labels=False,
+                         widgets=[self.propagate_button, self.cancel_button])
+        for row in (row1, row2):
+            row.margins = (0, 0, 0, 0)
+        row1.label, row2.label = "", ""
+        self.extend([self.image, self.store, self.start_button, self.object_id, row1, row2,
+                     self.progress, self.status, self.references, self.objects_info])
+        for lab in (self.status, self.references, self.objects_info):
+            lab.native.setWordWrap(True)
+        self.image.changed.connect(self._on_image_changed)
+        self.start_button.changed.connect(lambda: self._guarded(self.start_session))
+        self.to_mask_button.changed.connect(lambda: self._guarded(self.scribbles_to_mask))
+        self.propagate_button.changed.connect(lambda: self._guarded(self.propagate))
+        self.cancel_button.changed.connect(self.cancel)
+        self.undo_button.changed.connect(lambda: self._guarded(self.undo))
+        self.object_id.changed.connect(self._on_object_id)
+        self._on_image_changed()
+        self._set_busy(False)
+
+    def _connect_viewer(self) -> None:
+        events = self.viewer.layers.events
+        events.inserted.connect(self._reset_image_choices)
+        events.removed.connect(self._on_layer_removed)
+
+    def _bind_keys(self) -> None:
+        bindings: dict[str, Callable[[], Any]] = {
+            "Shift-M": self.scribbles_to_mask,
+            "Shift-G": self.propagate,
+            "Shift-Up": lambda: self._step_object_id(+1),
+            "Shift-Down": lambda: self._step_object_id(-1),
+        }
+        for key, action in bindings.items():
+            self.viewer.bind_key(key, _key_handler(self, action), overwrite=True)
+
+    def _image_choices(self, _widget=None) -> list:
+        from napari.layers import Image
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def _reset_image_choices(self, event=None) -> None:
+        self.image.reset_choices()
+
+    def _on_layer_removed(self, event=None) -> None:
+        removed = getattr(event, "value", None)
+        if removed is not None and removed is self.masks_layer:
+            self.masks_layer = None
+        if removed is not None and removed is self.shapes_layer:
+            self.shapes_layer = None
+        self.image.reset_choices()
+
+    def _on_image_changed(self, _value=None) -> None:
+        layer = self.image.value
+        if layer is None or self.session is not None:
+            return
+        self.store.value = default_store_path(_layer_source(layer), layer.name)
+
+    # ------------------------------------------------------------------ actions
+    def start_session(self) -> Session:
+        """Create (or resume) the session of the chosen Image layer with the chosen store."""
+        layer = self.image.value
+        if layer is None:
+            raise ValueError("no Image layer to annotate: open a video first (File > Open)")
+        if self._busy:
+            raise RuntimeError("a propagation is running; cancel it first")
+        if getattr(layer, "multiscale", False):
+            raise ValueError(f"{layer.name!r} is multiscale; napari-ivoma needs a single-scale video")
+        data = layer.data
+        ndim_video = 4 if layer.rgb else 3
+        if data.ndim != ndim_video:
+            raise ValueError(
+                f"{layer.name!r} has shape {tuple(data.shape)}: napari-ivoma needs a video "
+                f"(T, H, W) or (T, H, W, C); open a video, image folder or TIFF stack"
+            )
+        store = Path(str(self.store.value)).expanduser() if str(self.store.value) not in ("", ".") else None
+        if store is None:
+            raise ValueError("choose where to keep the masks (mask store path)")
+        store.parent.mkdir(parents=True, exist_ok=True)
+        self.commit_hand_edits()
+        session = Session(data, store=str(store), source=_layer_source(layer))
+        self.session = session
+        self.image_layer = layer
+        self.edited_frames.clear()
+        self._setup_layers()
+        n_refs = len(session.references)
+        verb = "resumed" if n_refs else "started"
+        self._set_status(f"session {verb}: {session.n_frames} frames, {n_refs} reference(s); store {store}")
+        self._update_info()
+        return session
+
+    def scribbles_to_mask(self, t: int | None = None) -> np.ndarray:
+        """Turn the scribbles on frame ``t`` (default: the current frame) into its mask."""
+        session = self._require_session()
+        t = self.current_frame() if t is None else int(t)
+        scribbles, idx = scribbles_from_shapes(self.shapes_layer, t)
+        if not scribbles:
+            raise ValueError(
+                f"no scribbles on frame {t}: draw paths on the '{self.shapes_layer.name}' layer "
+                "(object id 0 = background) first"
+            )
+        self.commit_hand_edits()
+        labels = session.add_scribbles(t, scribbles)
+        self._remove_shapes(idx)
+        self._refresh_masks()
+        ids = sorted({s.object_id for s in scribbles})
+        self._set_status(f"frame {t}: mask from {len(scribbles)} scribble(s), ids {ids}")
+        self._update_info()
+        return labels
+
+    def propagate(self, block: bool = False):
+        """Propagate the references over the video in a worker thread.
+
+        Returns the worker (``block=True`` waits for it, for scripts and tests).
+        """
+        session = self._require_session()
+        if self._busy:
+            raise RuntimeError("a propagation is already running")
+        self.commit_hand_edits()
+        if not session.user_references:
+            raise ValueError("nothing to propagate: make a mask on a frame first (Scribbles → mask)")
+        from napari.qt.threading import create_worker
+
+        self._cancel.clear()
+        self.progress.max = session.n_frames
+        self.progress.value = 0
+        worker = create_worker(self._run_propagation, session, _start_thread=False)
+        worker.returned.connect(self._on_propagated)
+        worker.errored.connect(self._on_worker_error)
+        worker.finished.connect(lambda: self._set_busy(False))
+        self._worker = worker
+        self._set_busy(True)
+        self._set_status("propagating ...")
+        if block:
+            worker.run()
+        else:
+            worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Ask a running propagation to stop (frames not reached keep their masks)."""
+        self._cancel.set()
+        if self._busy:
+            self._set_status("cancelling ...")
+
+    def undo(self) -> int:
+        """Undo the last action of the session; returns the frame it was on."""
+        session = self._require_session()
+        if self._busy:
+            raise RuntimeError("wait for the propagation to finish (or cancel it) before undoing")
+        t = session.undo()
+        self._refresh_masks()
+        self._set_status(f"undone: last action on frame {t}")
+        self._update_info()
+        return t
+
+    def commit_hand_edits(self) -> list[int]:
+        """Make every frame painted by hand since the last call a user reference."""
+        if self.session is None or not self.edited_frames or self.masks_layer is None:
+            return []
+        done = []
+        for t in sorted(self.edited_frames):
+            if 0 <= t < self.session.n_frames:
+                self.session.set_labels(t, np.asarray(self.masks_layer.data[t]))
+                done.append(t)
+        self.edited_frames.clear()
+        self._update_info()
+        return done
+
+    def current_frame(self) -> int:
+        """Index of the frame shown in the viewer (time = first axis of the video)."""
+        layer = self.image_layer or self.image.value
+        n = self.session.n_frames if self.session is not None else None
+        try:
+            t = int(np.rint(layer.world_to_data(self.viewer.dims.point)[0]))
+        except Exception:  # noqa: BLE001 - fall back to the viewer's step
+            t = int(self.viewer.dims.current_step[0])
+        return max(0, min(t, n - 1)) if n else max(t, 0)
+
+    # ------------------------------------------------------------------ propagation worker
+    def _run_propagation(self, session: Session):
+        def progress(done: int, total: int) -> None:
+            self._bridge.progress.emit(int(done), int(total))
+
+        session.propagate(progress=progress, cancel=self._cancel)
+        return self._cancel.is_set()
+
+    def _on_progress(self, done: int, total: int) -> None:
+        self.progress.max = max(total, 1)
+        self.progress.value = min(done, max(total, 1))
+        now = time.monotonic()
+        if now - self._last_refresh >= REFRESH_INTERVAL_S:
+            self._last_refresh = now
+            self._refresh_masks()
+
+    def _on_propagated(self, cancelled: bool) -> None:
+        self._refresh_masks()
+        self.progress.value = self.progress.max if not cancelled else self.progress.value
+        self._set_status("propagation cancelled (frames not reached keep their masks)" if cancelled
+                         else "propagation done")
+        self._update_info()
+
+    def _on_worker_error(self, exc: BaseException) -> None:
+        self._set_busy(False)
+        self._refresh_masks()
+        self._report(exc)
+
+    # ------------------------------------------------------------------ layers
+    def _setup_layers(self) -> None:
+        image = self.image_layer
+        transform = {"scale": image.scale, "translate": image.translate}
+        self.shapes_layer = self._find_layer(SCRIBBLES_NAME, "Shapes")
+        if self.shapes_layer is None:
+            self.shapes_layer = self.viewer.add_shapes(
+                name=SCRIBBLES_NAME, ndim=3, shape_type="path", edge_width=3, face_color="transparent",
+                features={"object_id": np.zeros(0, dtype=int)}, **transform,
+            )
+        elif "object_id" not in self.shapes_layer.features:
+            n = len(self.shapes_layer.data)
+            self.shapes_layer.features = {"object_id": np.full(n, self.object_id.value, dtype=int)}
+        masks = self._find_layer(MASKS_NAME, "Labels")
+        if masks is None:
+            masks = self.viewer.add_labels(self.session.labels, name=MASKS_NAME, opacity=0.5, **transform)
+        else:
+            masks.data = self.session.labels
+        if self.masks_layer is not masks:
+            masks.events.paint.connect(self._on_paint)
+        self.masks_layer = masks
+        self.viewer.layers.selection.active = self.shapes_layer
+        self.shapes_layer.mode = "add_path"
+        self._on_object_id()
+
+    def _find_layer(self, name: str, kind: str):
+        for layer in self.viewer.layers:
+            if layer.name == name and type(layer).__name__ == kind:
+                return layer
+        return None
+
+    def _remove_shapes(self, idx: list[int]) -> None:
+        layer = self.shapes_layer
+        layer.selected_data = set(idx)
+        layer.remove_selected()
+
+    def _refresh_masks(self) -> None:
+        if self.masks_layer is not None:
+            self.masks_layer.refresh()
+
+    def _on_paint(self, event) -> None:
+        frames = frames_in_paint_event(getattr(event, "value", None), fallback=self._safe_frame())
+        self.edited_frames.update(frames)
+        if frames:
+            self._set_status(f"hand edit on frame(s) {sorted(frames)}: used as reference from the next step")
+
+    def _safe_frame(self) -> int | None:
+        try:
+            return self.current_frame()
+        except Exception:  # noqa: BLE001
+            return None
+
+    def _on_object_id(self, _value=None) -> None:
+        layer = self.shapes_layer
+        if layer is None:
+            return
+        oid = int(self.object_id.value)
+        colour = self.colour_of(oid)
+        selected = sorted(layer.selected_data)
+        if selected:  # the selected shapes take the new id (and colour)
+            feats = layer.features.copy()
+            feats.loc[selected, "object_id"] = oid
+            layer.features = feats
+        layer.feature_defaults = {"object_id": oid}
+        layer.current_edge_color = colour
+
+    def colour_of(self, object_id: int):
+        """Edge colour of scribbles of ``object_id`` (the masks layer's colour; 0 = white)."""
+        if object_id == 0 or self.masks_layer is None:
+            return BACKGROUND_COLOUR
+        colour = self.masks_layer.colormap.map(object_id)
+        colour = np.asarray(colour, dtype=float).reshape(-1)[:4].copy()
+        colour[3] = 1.0
+        return colour
+
+    def _step_object_id(self, step: int) -> None:
+        self.object_id.value = max(0, int(self.object_id.value) + step)
+
+    # ------------------------------------------------------------------ info and errors
+    def _require_session(self) -> Session:
+        if self.session is None:
+            raise RuntimeError("start a session first (choose the video and press Start / resume)")
+        return self.session
+
+    @property
+    def _busy(self) -> bool:
+        return self._worker is not None and getattr(self, "_is_busy", False)
+
+    def _set_busy(self, busy: bool) -> None:
+        self._is_busy = busy
+        for w in (self.start_button, self.to_mask_button, self.propagate_button, self.undo_button):
+            w.enabled = not busy
+        self.cancel_button.enabled = busy
+        if self.masks_layer is not None:
+            self.masks_layer.editable = not busy
+
+    def _set_status(self, text: str) -> None:
+        self.status.value = text
+
+    def _update_info(self) -> None:
+        s = self.session
+        if s is None:
+            self.references.value = "-"
+            self.objects_info.value = "-"
+            return
+        refs = s.references
+        pending = sorted(self.edited_frames)
+        text = ", ".join(f"{t}{'' if kind == 'user' else ' (auto)'}" for t, kind in refs.items()) or "none"
+        if pending:
+            text += f"; hand edits pending on {pending}"
+        self.references.value = text
+        objs = s.objects
+        self.objects_info.value = "; ".join(f"{i}: {o.get('name', '')}" for i, o in sorted(objs.items())) or "none"
+
+    def _guarded(self, action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except Exception as exc:  # noqa: BLE001 - every failure is shown to the user
+            self._report(exc)
+            return None
+
+    def _report(self, exc: BaseException) -> None:
+        from napari.utils.notifications import show_error
+
+        msg = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+        self._set_status(f"error: {msg}")
+        show_error(msg)
+
+
+def _key_handler(widget: AnnotatorWidget, action: Callable[[], Any]):
+    def handler(viewer):
+        widget._guarded(action)
+
+    return handler
+
+
+def _layer_source(layer) -> str | None:
+    """Path the frames of ``layer`` were read from, if known."""
+    meta = getattr(layer, "metadata", None) or {}
+    if meta.get(SOURCE_KEY):
+        return str(meta[SOURCE_KEY])
+    src = getattr(getattr(layer, "source", None), "path", None)
+    return str(src) if src else None
