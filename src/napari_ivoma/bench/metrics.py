@@ -212,10 +212,12 @@ def seg_matches(gt: np.ndarray, pred: np.ndarray) -> dict[int, float]:
     pred_ids, pred_sizes = np.unique(p[p > 0], return_counts=True)
     pred_size = dict(zip(pred_ids.tolist(), pred_sizes.tolist()))
     both = (g > 0) & (p > 0)
-    pairs, overlaps = np.unique(np.stack([g[both], p[both]]), axis=1, return_counts=True)
+    base = int(p.max()) + 1
+    keys, overlaps = np.unique(g[both] * base + p[both], return_counts=True)
     out = {int(i): 0.0 for i in gt_ids}
     gt_size = dict(zip(gt_ids.tolist(), gt_sizes.tolist()))
-    for (gi, pi), n in zip(pairs.T.tolist(), overlaps.tolist()):
+    for key, n in zip(keys.tolist(), overlaps.tolist()):
+        gi, pi = divmod(key, base)
         if n > 0.5 * gt_size[gi]:
             out[gi] = n / (gt_size[gi] + pred_size[pi] - n)
     return out

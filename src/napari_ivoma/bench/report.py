@@ -93,7 +93,7 @@ def write_json(payload: dict, path: str | Path) -> Path:
 
 
 def plot_jf(results: list[dict], path: str | Path) -> Path:
-    """PNG of J&F against the round: one line per sequence and the mean (thick, black)."""
+    """PNG of J&F against the round: one line per sequence and the mean (thick, dashed, black)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,7 +110,8 @@ def plot_jf(results: list[dict], path: str | Path) -> Path:
     if curves:
         n = min(len(c) for c in curves)
         mean = np.mean([c[:n] for c in curves], axis=0)
-        ax.plot(np.arange(1, n + 1), mean, color="black", linewidth=2.5, label="mean")
+        ax.plot(np.arange(1, n + 1), mean, color="black", linewidth=2.5, linestyle="--",
+                zorder=1, label=f"mean ({len(curves)} sequences)")
         ax.set_xticks(np.arange(1, n + 1))
     ax.set_xlabel("round")
     ax.set_ylabel("J&F")
