@@ -137,7 +137,7 @@ class AnnotatorWidget(Container):
         self.image.reset_choices()
 
     def _on_layer_removed(self, event=None) -> None:
-        removed = getattr(event, "value", None)
+        removed = _unwrap(getattr(event, "value", None))
         if removed is not None and removed is self.masks_layer:
             self.masks_layer = None
         if removed is not None and removed is self.shapes_layer:
@@ -174,7 +174,7 @@ class AnnotatorWidget(Container):
         self.commit_hand_edits()
         session = Session(data, store=str(store), source=_layer_source(layer))
         self.session = session
-        self.image_layer = layer
+        self.image_layer = _unwrap(layer)
         self.edited_frames.clear()
         self._setup_layers()
         n_refs = len(session.references)
@@ -305,16 +305,17 @@ class AnnotatorWidget(Container):
         transform = {"scale": image.scale, "translate": image.translate}
         self.shapes_layer = self._find_layer(SCRIBBLES_NAME, "Shapes")
         if self.shapes_layer is None:
-            self.shapes_layer = self.viewer.add_shapes(
+            self.shapes_layer = _unwrap(self.viewer.add_shapes(
                 name=SCRIBBLES_NAME, ndim=3, shape_type="path", edge_width=3, face_color="transparent",
                 features={"object_id": np.zeros(0, dtype=int)}, **transform,
-            )
+            ))
         elif "object_id" not in self.shapes_layer.features:
             n = len(self.shapes_layer.data)
             self.shapes_layer.features = {"object_id": np.full(n, self.object_id.value, dtype=int)}
         masks = self._find_layer(MASKS_NAME, "Labels")
         if masks is None:
-            masks = self.viewer.add_labels(self.session.labels, name=MASKS_NAME, opacity=0.5, **transform)
+            masks = _unwrap(self.viewer.add_labels(self.session.labels, name=MASKS_NAME, opacity=0.5,
+                                                   **transform))
         else:
             masks.data = self.session.labels
         if self.masks_layer is not masks:
@@ -326,8 +327,8 @@ class AnnotatorWidget(Container):
 
     def _find_layer(self, name: str, kind: str):
         for layer in self.viewer.layers:
-            if layer.name == name and type(layer).__name__ == kind:
-                return layer
+            if layer.name == name and type(_unwrap(layer)).__name__ == kind:
+                return _unwrap(layer)
         return None
 
     def _remove_shapes(self, idx: list[int]) -> None:
@@ -433,6 +434,11 @@ def _key_handler(widget: AnnotatorWidget, action: Callable[[], Any]):
         widget._guarded(action)
 
     return handler
+
+
+def _unwrap(obj):
+    """The napari object behind the plugin proxy napari hands to widgets (identity checks)."""
+    return getattr(obj, "__wrapped__", obj)
 
 
 def _layer_source(layer) -> str | None:

@@ -1,0 +1,355 @@
+"""The napari side: manifest, dock widget, samples, reader in a viewer and the full annotation loop.
+
+Runs headless under pytest-xvfb (``make_napari_viewer`` from napari's pytest plugin).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_ivoma._layers import (
+    default_store_path,
+    frames_in_paint_event,
+    scribbles_from_brush,
+    shape_outline,
+    shapes_on_frame,
+)
+from napari_ivoma._widget import AnnotatorWidget
+from napari_ivoma.engine import Session, is_mask_store
+
+PLUGIN = "napari-ivoma"
+WIDGET = "Video annotation (IVOMA)"
+
+
+def make_clip(n: int = 8, h: int = 64, w: int = 88, seed: int = 0):
+    """RGB uint8 clip: a red disc moving right and a blue square moving down on noise; + labels."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    background = (rng.random((h, w, 3)) * 60 + 40).astype(np.uint8)
+    frames = np.empty((n, h, w, 3), np.uint8)
+    truth = np.zeros((n, h, w), np.uint32)
+    for t in range(n):
+        disc = (yy - 22) ** 2 + (xx - (20 + 2 * t)) ** 2 <= 10**2
+        square = (np.abs(yy - (40 + t)) <= 8) & (np.abs(xx - 66) <= 8)
+        frame = background.copy()
+        frame[disc] = (220, 40, 40)
+        frame[square] = (40, 60, 220)
+        frames[t], truth[t][disc], truth[t][square] = frame, 1, 2
+    return frames, truth
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+@pytest.fixture
+def clip_tiff(tmp_path):
+    frames, truth = make_clip()
+    path = tmp_path / "clip.tif"
+    tifffile.imwrite(path, frames, photometric="rgb")
+    return path, frames, truth
+
+
+@pytest.fixture
+def annotator(make_napari_viewer, clip_tiff, tmp_path):
+    """A viewer with the clip opened by napari-ivoma and the widget docked on a tmp store."""
+    path, frames, truth = clip_tiff
+    viewer = make_napari_viewer()
+    [image] = viewer.open(str(path), plugin=PLUGIN)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    widget.image.value = image
+    widget.store.value = tmp_path / "clip.ivoma.zarr"
+    return viewer, widget, frames, truth
+
+
+def draw_path(widget: AnnotatorWidget, t: int, object_id: int, points) -> None:
+    widget.object_id.value = object_id
+    pts = np.asarray(points, dtype=float)
+    widget.shapes_layer.add_paths([np.column_stack([np.full(len(pts), t), pts])])
+
+
+# --------------------------------------------------------------------------- manifest
+def test_npe2_discovers_the_plugin():
+    from npe2 import PluginManager
+
+    pm = PluginManager.instance()
+    pm.discover()
+    manifest = pm.get_manifest(PLUGIN)
+    assert manifest.display_name == "IVOMA video annotation"
+    contrib = manifest.contributions
+    assert all(c.id.startswith(PLUGIN + ".") for c in contrib.commands)
+    assert {r.command for r in contrib.readers} == {"napari-ivoma.get_reader"}
+    assert contrib.readers[0].accepts_directories
+    assert [w.layer_types for w in contrib.writers] == [["labels"]]
+    assert {s.key for s in contrib.sample_data} == {"natural_clip", "nuclei_clip"}
+    assert [w.display_name for w in contrib.widgets] == [WIDGET]
+    readers = {r.command for r in pm.iter_compatible_readers(["movie.mp4"])}
+    assert "napari-ivoma.get_reader" in readers
+
+
+def test_widget_docks(make_napari_viewer):
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert isinstance(widget, AnnotatorWidget)
+    assert widget.session is None
+    layer = viewer.add_image(np.zeros((3, 8, 8), np.uint8), name="video")
+    assert [c.name for c in widget.image.choices] == ["video"]
+    assert widget.image.value.name == "video"
+    assert str(widget.store.value).endswith("video.ivoma.zarr")
+    viewer.layers.remove(layer)
+    assert widget.image.choices == ()
+    assert "Start" in widget.start_button.text
+
+
+@pytest.mark.parametrize("key", ["natural_clip", "nuclei_clip"])
+def test_sample_opens_with_hidden_ground_truth(make_napari_viewer, key):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, key)
+    kinds = [type(layer).__name__ for layer in viewer.layers]
+    assert kinds == ["Image", "Labels"]
+    image, truth = viewer.layers
+    assert image.data.ndim in (3, 4) and image.data.shape[0] > 1
+    assert truth.visible is False
+    assert truth.data.shape[:3] == image.data.shape[:3]
+
+
+# --------------------------------------------------------------------------- reader in a viewer
+def test_viewer_opens_video_lazily(make_napari_viewer, tmp_path, monkeypatch):
+    frames, _ = make_clip(n=1)
+    frames = np.repeat(frames, 50, axis=0)
+    path = tmp_path / "long.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (88, 64))
+    assert writer.isOpened()
+    for f in frames:
+        writer.write(np.ascontiguousarray(f[..., ::-1]))
+    writer.release()
+
+    reads = []
+    real = cv2.VideoCapture
+
+    class Counting:
+        def __init__(self, *args):
+            self._cap = real(*args)
+
+        def read(self, *args):
+            reads.append(1)
+            return self._cap.read(*args)
+
+        def __getattr__(self, name):
+            return getattr(self._cap, name)
+
+    monkeypatch.setattr(cv2, "VideoCapture", Counting)
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(path), plugin=PLUGIN)
+    assert layer.data.shape == (50, 64, 88, 3)
+    assert layer.data.chunks[0] == (1,) * 50
+    # the header frame, plus the one frame napari displays
+    assert len(reads) <= 2
+
+
+def test_viewer_opens_mask_store_as_labels(make_napari_viewer, tmp_path):
+    frames, truth = make_clip(n=3)
+    store = tmp_path / "s.ivoma.zarr"
+    session = Session(frames, store=str(store))
+    session.set_labels(1, truth[1])
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(store), plugin=PLUGIN)
+    assert type(layer).__name__ == "Labels"
+    assert isinstance(layer.data, zarr.Array)
+    np.testing.assert_array_equal(np.asarray(layer.data[1]), truth[1])
+
+
+def test_save_layer_with_plugin_refuses_overwrite(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    labels = np.zeros((3, 16, 16), np.uint32)
+    labels[1, 4:9, 4:9] = 2
+    layer = viewer.add_labels(labels, name="masks")
+    path = tmp_path / "saved.zarr"
+    written = layer.save(str(path), plugin=PLUGIN)
+    assert written == [str(path)]
+    assert is_mask_store(path)
+    [reopened] = viewer.open(str(path), plugin=PLUGIN)
+    np.testing.assert_array_equal(np.asarray(reopened.data), labels)
+    with pytest.raises(Exception, match="not overwritten"):
+        layer.save(str(path), plugin=PLUGIN)
+
+
+# --------------------------------------------------------------------------- the annotation loop
+def test_full_loop_scribbles_mask_propagate_reopen(annotator, make_napari_viewer, tmp_path, qtbot):
+    viewer, widget, frames, truth = annotator
+    widget.start_button.changed.emit(True)
+    assert widget.session is not None, widget.status.value
+    assert widget.masks_layer.data is widget.session.labels
+    assert widget.shapes_layer.mode == "add_path"
+
+    viewer.dims.current_step = (0, 0, 0)
+    draw_path(widget, 0, 1, [[15, 15], [22, 27], [29, 17]])
+    draw_path(widget, 0, 2, [[34, 60], [40, 72], [46, 60]])
+    draw_path(widget, 0, 0, [[4, 4], [4, 84], [60, 84], [60, 4]])
+    assert list(widget.shapes_layer.features["object_id"]) == [1, 2, 0]
+    widget.object_id.value = 3
+    draw_path(widget, 4, 3, [[5, 40], [8, 44]])  # on another frame: must stay
+    widget.object_id.value = 1
+
+    widget.to_mask_button.changed.emit(True)
+    assert "error" not in widget.status.value, widget.status.value
+    mask0 = np.asarray(widget.masks_layer.data[0])
+    for oid in (1, 2):
+        assert iou(mask0 == oid, truth[0] == oid) > 0.5
+    assert len(widget.shapes_layer.data) == 1  # frame-0 shapes moved into the session
+    assert widget.session.references == {0: "user"}
+    assert len(widget.session.scribbles(0)) == 3
+
+    worker = widget.propagate()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    assert widget.progress.value == widget.progress.max
+    last = np.asarray(widget.masks_layer.data[7])
+    for oid in (1, 2):
+        assert iou(last == oid, truth[7] == oid) > 0.5
+    assert "propagation done" in widget.status.value
+
+    store = widget.session.store_path
+    saved = np.asarray(widget.session.labels)
+    viewer.close()
+    other = make_napari_viewer()
+    [reopened] = other.open(str(store), plugin=PLUGIN)
+    np.testing.assert_array_equal(np.asarray(reopened.data), saved)
+
+
+def test_hand_edit_becomes_reference_before_propagation(annotator):
+    viewer, widget, frames, truth = annotator
+    widget.start_session()
+    session = widget.session
+    session.set_labels(0, truth[0])  # a first reference without CPSM (fast)
+    masks = widget.masks_layer
+    viewer.dims.current_step = (5, 0, 0)
+    masks.brush_size = 6
+    masks.paint((5, 10, 10), 4)
+    assert widget.edited_frames == {5}
+    painted = np.asarray(masks.data[5]) == 4
+    assert painted.sum() > 10
+    widget.propagate(block=True)
+    assert session.references.get(5) == "user"
+    np.testing.assert_array_equal(np.asarray(masks.data[5]) == 4, painted)
+    assert widget.edited_frames == set()
+    assert 4 in session.objects
+    assert "5" in widget.references.value
+
+
+def test_undo_and_cancel(annotator):
+    viewer, widget, frames, truth = annotator
+    widget.start_session()
+    session = widget.session
+    session.set_labels(0, truth[0])
+    cancelled_at = []
+
+    def stop_after_first(done, total):
+        cancelled_at.append(done)
+        widget.cancel()
+
+    widget._bridge.progress.connect(stop_after_first)
+    widget.propagate(block=True)
+    assert "cancelled" in widget.status.value
+    assert not np.asarray(widget.masks_layer.data[7]).any()  # never reached
+    widget._bridge.progress.disconnect(stop_after_first)
+    widget.propagate(block=True)
+    assert np.asarray(widget.masks_layer.data[7]).any()
+
+    masks = widget.masks_layer
+    viewer.dims.current_step = (3, 0, 0)
+    masks.paint((3, 30, 30), 5)
+    widget.commit_hand_edits()
+    assert session.references.get(3) == "user"
+    widget.undo_button.changed.emit(True)
+    assert 3 not in session.user_references
+    assert "undone" in widget.status.value
+
+
+def test_store_of_another_video_is_refused(annotator, tmp_path):
+    viewer, widget, frames, truth = annotator
+    other = tmp_path / "other.ivoma.zarr"
+    Session(frames[:, ::-1].copy(), store=str(other)).set_labels(0, truth[0])
+    before = np.asarray(zarr.open_group(str(other), mode="r")["labels"])
+    widget.store.value = other
+    widget.start_button.changed.emit(True)
+    assert widget.session is None
+    assert "another video" in widget.status.value
+    after = np.asarray(zarr.open_group(str(other), mode="r")["labels"])
+    np.testing.assert_array_equal(before, after)
+
+
+def test_actions_without_session_show_errors(annotator):
+    viewer, widget, frames, truth = annotator
+    widget.to_mask_button.changed.emit(True)
+    assert "start a session" in widget.status.value
+    widget.start_session()
+    widget.to_mask_button.changed.emit(True)
+    assert "no scribbles on frame" in widget.status.value
+    widget.propagate_button.changed.emit(True)
+    assert "nothing to propagate" in widget.status.value
+
+
+def test_object_id_sets_feature_colour_and_keys(annotator):
+    viewer, widget, frames, truth = annotator
+    widget.start_session()
+    shapes = widget.shapes_layer
+    widget.object_id.value = 2
+    assert int(shapes.feature_defaults["object_id"][0]) == 2
+    np.testing.assert_allclose(
+        np.asarray(shapes._current_edge_color).ravel()[:3], np.asarray(widget.colour_of(2))[:3], atol=1e-6
+    )
+    draw_path(widget, 0, 2, [[5, 5], [9, 9]])
+    assert int(shapes.features["object_id"].iloc[-1]) == 2
+    viewer.keymap  # noqa: B018 - bound keys live on the viewer's keymap
+    binding = {str(k): v for k, v in viewer.keymap.items()}
+    up = next(v for k, v in binding.items() if "Shift" in k and "Up" in k)
+    up(viewer)
+    assert widget.object_id.value == 3
+    widget.object_id.value = 0
+    assert widget.colour_of(0) == "#ffffff"
+
+
+def test_default_store_path(tmp_path):
+    video = tmp_path / "clip.mp4"
+    assert default_store_path(video, "clip") == tmp_path / "clip.mp4.ivoma.zarr"
+    assert default_store_path(None, "my clip", home=tmp_path) == tmp_path / "napari-ivoma" / "my_clip.ivoma.zarr"
+
+
+# --------------------------------------------------------------------------- layer conversions
+def test_shape_outlines_and_frames():
+    rect = np.array([[0, 0], [0, 10], [10, 10], [10, 0]], float)
+    closed = shape_outline(rect, "rectangle")
+    assert len(closed) == 5 and np.array_equal(closed[0], closed[-1])
+    ellipse = shape_outline(np.array([[0, 0], [0, 20], [10, 20], [10, 0]], float), "ellipse")
+    centre = ellipse.mean(axis=0)
+    np.testing.assert_allclose(centre, [5, 10], atol=0.3)
+    radii = (ellipse - [5, 10]) / [5, 10]
+    np.testing.assert_allclose(np.hypot(radii[:, 0], radii[:, 1]), 1.0, atol=1e-6)
+    path = np.array([[3, 1, 1], [3, 5, 5]], float)
+    np.testing.assert_array_equal(shape_outline(path, "path"), path[:, 1:])
+    data = [np.array([[0.2, 1, 1], [0.2, 2, 2]]), np.array([[2.9, 1, 1]]), np.array([[1, 1], [2, 2]])]
+    assert shapes_on_frame(data, 0) == [0, 2]
+    assert shapes_on_frame(data, 3) == [1, 2]
+
+
+def test_frames_in_paint_event():
+    atom = ((np.array([4, 4, 6]), np.array([1, 2, 3]), np.array([1, 2, 3])), np.zeros(3), 1)
+    assert frames_in_paint_event([atom]) == {4, 6}
+    assert frames_in_paint_event([], fallback=2) == {2}
+
+
+def test_scribbles_from_brush_components():
+    painted = np.zeros((20, 30), np.uint32)
+    painted[2:4, 2:20] = 2  # object 1
+    painted[10:12, 5:25] = 1  # background
+    painted[15:17, 1:5] = 2  # object 1, second stroke
+    scribbles = scribbles_from_brush(painted)
+    assert sorted(s.object_id for s in scribbles) == [0, 1, 1]
+    for s in scribbles:
+        r, c = np.rint(s.points).astype(int).T
+        assert np.all(painted[r, c] == s.object_id + 1)
