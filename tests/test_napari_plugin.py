@@ -22,7 +22,7 @@ from napari_ivoma._widget import AnnotatorWidget
 from napari_ivoma.engine import Session, is_mask_store
 
 PLUGIN = "napari-ivoma"
-WIDGET = "Video annotation (IVOMA)"
+WIDGET = "Annotate video"
 
 
 def make_clip(n: int = 8, h: int = 64, w: int = 88, seed: int = 0):

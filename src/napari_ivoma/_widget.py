@@ -17,6 +17,7 @@ Shift-Up / Shift-Down object id +/- 1.
 
 from __future__ import annotations
 
+import html
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtWidgets import QSizePolicy
 
 from ._layers import (
     BACKGROUND_COLOUR,
@@ -80,9 +82,12 @@ class AnnotatorWidget(Container):
         self.store = FileEdit(label="mask store", mode="w", filter="*.zarr",
                               tooltip="Folder of the zarr mask store (created, or resumed if it exists)")
         self.start_button = PushButton(text="Start / resume")
-        self.object_id = SpinBox(label="object id", value=1, min=0, max=65535,
+        self.object_id = SpinBox(value=1, min=0, max=65535,
                                  tooltip="Id of new scribbles: 0 = background, 1, 2, ... objects "
                                          "(Shift-Up / Shift-Down)")
+        self.object_hint = Label(value="")
+        id_row = Container(layout="horizontal", labels=False, widgets=[self.object_id, self.object_hint],
+                           label="object id")
         self.to_mask_button = PushButton(text="Scribbles → mask",
                                          tooltip="CPSM on the current frame (Shift-M)")
         self.propagate_button = PushButton(text="Propagate", tooltip="MRGS over the video (Shift-G)")
@@ -96,13 +101,15 @@ class AnnotatorWidget(Container):
                          widgets=[self.to_mask_button, self.undo_button])
         row2 = Container(layout="horizontal", labels=False,
                          widgets=[self.propagate_button, self.cancel_button])
-        for row in (row1, row2):
+        for row in (id_row, row1, row2):
             row.margins = (0, 0, 0, 0)
         row1.label, row2.label = "", ""
-        self.extend([self.image, self.store, self.start_button, self.object_id, row1, row2,
+        self.extend([self.image, self.store, self.start_button, id_row, row1, row2,
                      self.progress, self.status, self.references, self.objects_info])
-        for lab in (self.status, self.references, self.objects_info):
+        for lab in (self.status, self.references, self.objects_info, self.object_hint):
             lab.native.setWordWrap(True)
+            lab.native.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
+        self.objects_info.native.setTextFormat(Qt.RichText)
         self.image.changed.connect(self._on_image_changed)
         self.start_button.changed.connect(lambda: self._guarded(self.start_session))
         self.to_mask_button.changed.connect(lambda: self._guarded(self.scribbles_to_mask))
@@ -353,10 +360,11 @@ class AnnotatorWidget(Container):
             return None
 
     def _on_object_id(self, _value=None) -> None:
+        oid = int(self.object_id.value)
+        self.object_hint.value = self._object_hint(oid)
         layer = self.shapes_layer
         if layer is None:
             return
-        oid = int(self.object_id.value)
         colour = self.colour_of(oid)
         selected = sorted(layer.selected_data)
         if selected:  # the selected shapes take the new id (and colour)
@@ -374,6 +382,14 @@ class AnnotatorWidget(Container):
         colour = np.asarray(colour, dtype=float).reshape(-1)[:4].copy()
         colour[3] = 1.0
         return colour
+
+    def _object_hint(self, object_id: int) -> str:
+        if object_id == 0:
+            return "background"
+        objects = self.session.objects if self.session is not None else {}
+        if object_id in objects:
+            return str(objects[object_id].get("name") or f"object {object_id}")
+        return "new object"
 
     def _step_object_id(self, step: int) -> None:
         self.object_id.value = max(0, int(self.object_id.value) + step)
@@ -406,13 +422,21 @@ class AnnotatorWidget(Container):
             self.objects_info.value = "-"
             return
         refs = s.references
-        pending = sorted(self.edited_frames)
-        text = ", ".join(f"{t}{'' if kind == 'user' else ' (auto)'}" for t, kind in refs.items()) or "none"
-        if pending:
-            text += f"; hand edits pending on {pending}"
-        self.references.value = text
-        objs = s.objects
-        self.objects_info.value = "; ".join(f"{i}: {o.get('name', '')}" for i, o in sorted(objs.items())) or "none"
+        parts = []
+        for kind in ("user", "auto"):
+            frames = [str(t) for t, k in refs.items() if k == kind]
+            if frames:
+                parts.append(f"{kind}: {', '.join(frames)}")
+        if self.edited_frames:
+            parts.append(f"hand edits pending: {', '.join(map(str, sorted(self.edited_frames)))}")
+        self.references.value = " · ".join(parts) or "none yet"
+        rows = []
+        for oid, obj in sorted(s.objects.items()):
+            hexcol = _hex(self.colour_of(oid))
+            name = html.escape(str(obj.get("name") or f"object {oid}"))
+            rows.append(f'<span style="color:{hexcol}">&#9632;</span> {oid}: {name}')
+        self.objects_info.value = "<br>".join(rows) or "none yet"
+        self.object_hint.value = self._object_hint(int(self.object_id.value))
 
     def _guarded(self, action: Callable[[], Any]) -> Any:
         try:
@@ -434,6 +458,13 @@ def _key_handler(widget: AnnotatorWidget, action: Callable[[], Any]):
         widget._guarded(action)
 
     return handler
+
+
+def _hex(colour) -> str:
+    if isinstance(colour, str):
+        return colour
+    rgb = np.clip(np.asarray(colour, dtype=float).ravel()[:3], 0, 1)
+    return "#" + "".join(f"{int(round(v * 255)):02x}" for v in rgb)
 
 
 def _unwrap(obj):
