@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .graphcut import cut
 from .motion import FlowCache, to_gray_u8
 from .store import LABEL_DTYPE
 
@@ -43,8 +44,9 @@ class MRGSParams:
 
     flow_preset: str = "medium"
     band: int = 10               # half-width (px) of the region of interest around the warped outline
-    warp_weight: float = 2.5     # weight of the warped mask's log-odds in the band
-    appearance_weight: float = 0.6
+    warp_weight: float = 2.0     # log-odds of the spatial prior at `band` px inside the warped outline
+    appearance_weight: float = 1.0
+    smooth: float = 2.0          # weight of the contrast-sensitive smoothness of the cut
     hist_bins: int = 16          # colour histogram bins per channel (grey: 4x as many)
     min_area: int = 12           # an object smaller than this (px) has vanished
     bidirectional: bool = True
@@ -144,9 +146,9 @@ def plan_segments(references: dict[int, int], n_frames: int) -> list[tuple[int |
     return spans
 
 
-def track_object(prev: SoftMask, flow: np.ndarray, qimage: np.ndarray, model: ColourModel | None,
-                 params: MRGSParams, max_motion: float) -> SoftMask | None:
-    """Carry one object's soft mask to the next frame and refine it in a band around its outline.
+def track_object(prev: SoftMask, flow: np.ndarray, image: np.ndarray, qimage: np.ndarray,
+                 model: ColourModel | None, params: MRGSParams, max_motion: float) -> SoftMask | None:
+    """Carry one object's mask to the next frame and re-segment it in a band around its outline.
 
     Parameters
     ----------
@@ -154,16 +156,25 @@ def track_object(prev: SoftMask, flow: np.ndarray, qimage: np.ndarray, model: Co
         The object on the previous frame (in tracking order).
     flow : (H, W, 2) float32
         Flow from the new frame to the previous one.
+    image : (H, W, C) float32
+        The new frame (for the contrast-sensitive smoothness of the cut).
     qimage : (H, W) int32
         Quantised colours of the new frame (see :func:`quantize`).
     model : ColourModel or None
-        Appearance of the object on its reference frame.
+        Appearance of the object on the reference frames.
     max_motion : float
         Largest flow magnitude in the frame (bounds the search box).
 
     Returns
     -------
     SoftMask of the object on the new frame, or None when it vanished.
+
+    Notes
+    -----
+    The region of interest follows the warped outline (pixels within ``band`` of it), not a
+    rectangle; inside it a graph cut balances the colour model of the object against its local
+    surroundings with a spatial prior from the warped mask and edges of the image.  Pixels
+    outside the band keep the warped decision.
     """
     h, w = flow.shape[:2]
     box = _expand(prev.box, int(np.ceil(max_motion)) + params.band + 2, (h, w))
@@ -176,18 +187,25 @@ def track_object(prev: SoftMask, flow: np.ndarray, qimage: np.ndarray, model: Co
     inside = warped > 0.5
     if inside.sum() < params.min_area:
         return None
-    # natural-shaped region of interest: pixels within `band` of the warped outline
     d_in = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 3)
     d_out = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, 3)
-    dist = np.where(inside, d_in, d_out)
-    roi = dist < params.band
-    p = np.clip(warped, 0.02, 0.98)
-    logit = params.warp_weight * (1.0 + dist / params.band) * np.log(p / (1.0 - p))
+    signed = np.where(inside, d_in, -d_out)  # > 0 inside the warped object
+    band = float(params.band)
+    # spatial prior (log-odds): grows with the distance from the warped outline
+    logit = params.warp_weight * np.clip(signed / band, -1.5, 1.5)
     if model is not None:
         logit = logit + params.appearance_weight * model(qimage[r0:r1, c0:c1])
-    refined = np.where(roi, 1.0 / (1.0 + np.exp(-np.clip(logit, -30, 30))), warped).astype(np.float32)
-    out = SoftMask(box, refined)
-    return out if out.area() >= params.min_area else None
+    hard_fg = signed >= band
+    hard_bg = signed <= -band
+    u_fg = np.logaddexp(0, -logit).astype(np.float32)   # -log sigmoid(logit)
+    u_bg = np.logaddexp(0, logit).astype(np.float32)
+    u_fg[hard_bg] = 1e6
+    u_bg[hard_fg] = 1e6
+    fg = cut(u_fg, u_bg, image[r0:r1, c0:c1], params.smooth, ~(hard_fg | hard_bg))
+    if fg.sum() < params.min_area:
+        return None
+    prob = cv2.GaussianBlur(fg.astype(np.float32), (0, 0), 0.7)
+    return SoftMask(box, prob)
 
 
 def fuse_directions(fwd: SoftMask | None, bwd: SoftMask | None, w_fwd: float,
@@ -251,10 +269,11 @@ class _Pass:
         if self.state:
             flow = self.flows.flow(t_new, self.t)
             max_motion = float(np.sqrt((flow.astype(np.float32) ** 2).sum(axis=2).max()))
-            q = quantize(self.session.image(t_new), self.params.hist_bins)
+            image = self.session.image(t_new)
+            q = quantize(image, self.params.hist_bins)
             new_state = {}
             for oid, sm in self.state.items():
-                nxt = track_object(sm, flow, q, self.models.get(oid), self.params, max_motion)
+                nxt = track_object(sm, flow, image, q, self.models.get(oid), self.params, max_motion)
                 if nxt is not None:
                     new_state[oid] = nxt
             self.state = new_state

@@ -1,0 +1,155 @@
+"""open_frames: lazy readers for image folders, TIFF stacks, videos and zarr arrays; bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from PIL import Image
+
+from napari_ivoma.engine import FrameReadError, open_frames, to_float_image
+from napari_ivoma.engine import io as ivio
+
+
+def _clip(t=6, h=24, w=32, c=3, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (t, h, w, c) if c else (t, h, w)
+    return rng.integers(0, 255, size=shape, dtype=np.uint8)
+
+
+def test_image_folder_is_lazy_one_chunk_per_frame(tmp_path, monkeypatch):
+    frames = _clip()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / f"img_{i}.png")  # natural sort: img_10 after img_9
+    reads = []
+    real = ivio._read_image
+    monkeypatch.setattr(ivio, "_read_image", lambda p: reads.append(p) or real(p))
+    arr = open_frames(tmp_path)
+    assert arr.shape == frames.shape and arr.dtype == np.uint8
+    assert arr.chunks[0] == (1,) * len(frames)
+    assert len(reads) == 1  # only the first frame, to learn shape and dtype
+    np.testing.assert_array_equal(np.asarray(arr[4]), frames[4])
+    assert len(reads) == 2
+
+
+def test_image_folder_natural_order(tmp_path):
+    frames = _clip(t=12, c=0)
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / f"t{i}.png")
+    arr = open_frames(tmp_path)
+    np.testing.assert_array_equal(np.asarray(arr[10]), frames[10])
+
+
+def test_mixed_shapes_in_folder_are_refused(tmp_path):
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "a0.png")
+    Image.fromarray(np.zeros((12, 10), np.uint8)).save(tmp_path / "a1.png")
+    with pytest.raises(FrameReadError, match="mixed shapes"):
+        open_frames(tmp_path)
+
+
+def test_empty_folder_and_missing_path(tmp_path):
+    with pytest.raises(FrameReadError, match="holds no images"):
+        open_frames(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        open_frames(tmp_path / "nope.mp4")
+
+
+def test_unsupported_and_corrupt_files(tmp_path):
+    p = tmp_path / "notes.txt"
+    p.write_text("hello")
+    with pytest.raises(FrameReadError, match="unsupported file type"):
+        open_frames(p)
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x01garbage" * 100)
+    with pytest.raises(FrameReadError, match="video"):
+        open_frames(bad)
+    badtif = tmp_path / "broken.tif"
+    badtif.write_bytes(b"II*\x00garbage")
+    with pytest.raises(FrameReadError, match="TIFF"):
+        open_frames(badtif)
+
+
+def test_multipage_tiff_16bit(tmp_path):
+    frames = (np.arange(5 * 20 * 30, dtype=np.uint16).reshape(5, 20, 30) * 7)
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, frames)
+    arr = open_frames(path)
+    assert arr.shape == frames.shape and arr.dtype == np.uint16
+    assert arr.chunks[0] == (1,) * 5
+    np.testing.assert_array_equal(np.asarray(arr), frames)
+
+
+def test_zarr_array(tmp_path):
+    frames = _clip(t=4, c=0)
+    z = zarr.open_array(str(tmp_path / "f.zarr"), mode="w", shape=frames.shape, dtype=frames.dtype,
+                        chunks=(2, 24, 32))
+    z[:] = frames
+    arr = open_frames(tmp_path / "f.zarr")
+    assert arr.chunks[0] == (1, 1, 1, 1)
+    np.testing.assert_array_equal(np.asarray(arr), frames)
+
+
+def test_video_is_lazy_and_decodes_on_demand(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    assert writer.isOpened()
+    for i in range(30):
+        frame = np.full((24, 32, 3), i * 8, np.uint8)
+        writer.write(frame)
+    writer.release()
+    arr = open_frames(path)
+    assert arr.shape == (30, 24, 32, 3)
+    assert arr.chunks[0] == (1,) * 30
+    reader = _find_video_reader(arr)
+    assert reader.decoded == 0  # the header frame was read by a separate probe, nothing else
+    f20 = np.asarray(arr[20])
+    assert reader.decoded == 1
+    assert abs(float(f20.mean()) - 160) < 12  # MJPG is lossy
+
+
+def _find_video_reader(arr):
+    """The _VideoReader behind a dask array built by open_frames (through the task graph)."""
+    for task in dict(arr.__dask_graph__()).values():
+        for obj in _walk(task):
+            if isinstance(obj, ivio._VideoReader):
+                return obj
+            owner = getattr(obj, "__self__", None)
+            if isinstance(owner, ivio._VideoReader):
+                return owner
+            for cell in getattr(obj, "__closure__", None) or ():
+                val = cell.cell_contents
+                if isinstance(getattr(val, "__self__", None), ivio._VideoReader):
+                    return val.__self__
+    raise AssertionError("no video reader in the graph")
+
+
+def _walk(obj, depth=0):
+    yield obj
+    if depth > 6:
+        return
+    if isinstance(obj, (tuple, list)):
+        for o in obj:
+            yield from _walk(o, depth + 1)
+    for attr in ("func", "args", "dsk", "callable"):
+        sub = getattr(obj, attr, None)
+        if sub is not None and sub is not obj:
+            if isinstance(sub, dict):
+                for v in sub.values():
+                    yield from _walk(v, depth + 1)
+            else:
+                yield from _walk(sub, depth + 1)
+
+
+def test_to_float_image():
+    g16 = np.array([[1000, 2000], [3000, 4000]], np.uint16)
+    f = to_float_image(g16, (1000, 4000))
+    assert f.shape == (2, 2, 1) and f.dtype == np.float32
+    np.testing.assert_allclose(f[..., 0], [[0, 1 / 3], [2 / 3, 1]], atol=1e-6)
+    rgba = np.zeros((3, 3, 4), np.uint8)
+    rgba[..., 0] = 255
+    out = to_float_image(rgba)
+    assert out.shape == (3, 3, 3) and out[..., 0].min() == 1.0
+    with pytest.raises(ValueError):
+        to_float_image(np.zeros((2, 2, 2, 2)))

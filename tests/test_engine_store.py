@@ -1,0 +1,117 @@
+"""The zarr mask store: layout, resume, fingerprint refusal, writer, undo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from napari_ivoma.engine import (
+    MaskStore,
+    StoreMismatchError,
+    is_mask_store,
+    read_store_labels,
+    write_labels_store,
+)
+from napari_ivoma.engine.store import ATTR_KEY, video_fingerprint
+
+
+def _frames(seed=0, t=5):
+    return np.random.default_rng(seed).integers(0, 255, (t, 16, 20), dtype=np.uint8)
+
+
+def test_layout_and_resume(tmp_path):
+    fr = _frames()
+    fp = video_fingerprint(fr)
+    path = tmp_path / "m.zarr"
+    s = MaskStore(path, 5, 16, 20, fingerprint=fp, provenance={"source": "x.mp4"})
+    s.ensure_object(3)
+    s.set_reference(2, "user", [{"object_id": 3, "points": [[1, 2]]}])
+    s.write(2, np.full((16, 20), 3, np.uint32))
+    s.flush_attrs()
+    assert is_mask_store(path)
+    g = zarr.open_group(str(path), mode="r")
+    lab = g["labels"]
+    assert lab.shape == (5, 16, 20) and lab.dtype == np.uint32 and lab.chunks == (1, 16, 20)
+    attrs = g.attrs[ATTR_KEY]
+    assert attrs["objects"]["3"]["parent"] is None and attrs["objects"]["3"]["colour"].startswith("#")
+    assert attrs["references"]["2"]["kind"] == "user"
+    assert attrs["provenance"]["fingerprint"]["shape"] == [5, 16, 20]
+    assert attrs["provenance"]["source"] == "x.mp4"
+    again = MaskStore(path, 5, 16, 20, fingerprint=fp)
+    assert again.references[2]["scribbles"][0]["object_id"] == 3
+    assert np.all(again.read(2) == 3)
+
+
+def test_other_video_is_refused_and_untouched(tmp_path):
+    path = tmp_path / "m.zarr"
+    s = MaskStore(path, 5, 16, 20, fingerprint=video_fingerprint(_frames(0)))
+    s.write(1, np.ones((16, 20), np.uint32))
+    before = sorted(p.relative_to(path) for p in path.rglob("*"))
+    with pytest.raises(StoreMismatchError, match="another video"):
+        MaskStore(path, 5, 16, 20, fingerprint=video_fingerprint(_frames(1)))
+    with pytest.raises(StoreMismatchError, match="another video"):
+        MaskStore(path, 6, 16, 20, fingerprint=None)
+    assert sorted(p.relative_to(path) for p in path.rglob("*")) == before
+    assert np.all(read_store_labels(path)[1] == 1)
+
+
+def test_non_store_folder_is_refused(tmp_path):
+    d = tmp_path / "photos"
+    d.mkdir()
+    (d / "keep.txt").write_text("mine")
+    with pytest.raises(StoreMismatchError, match="not a napari-ivoma mask store"):
+        MaskStore(d, 2, 4, 4)
+    assert (d / "keep.txt").read_text() == "mine"
+
+
+def test_unwritable_path(tmp_path, monkeypatch):
+    # simulate a read-only location (tests may run as root, who can write anywhere)
+    import napari_ivoma.engine.store as store_mod
+
+    monkeypatch.setattr(store_mod.os, "access", lambda path, mode: False)
+    with pytest.raises(PermissionError, match="not writable"):
+        MaskStore(tmp_path / "ro" / "m.zarr", 2, 4, 4)
+    assert not (tmp_path / "ro").exists()
+
+
+def test_unwritable_path_as_root(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises((PermissionError, OSError, StoreMismatchError)):
+        MaskStore(blocker / "m.zarr", 2, 4, 4)
+
+
+def test_undo_restores_frames_and_state(tmp_path):
+    s = MaskStore(tmp_path / "m.zarr", 4, 8, 8)
+    s.begin_step("set_labels", 1)
+    s.write(1, np.full((8, 8), 1, np.uint32))
+    s.set_reference(1, "user")
+    s.begin_step("set_labels", 2)
+    s.write(2, np.full((8, 8), 2, np.uint32))
+    s.write(3, np.full((8, 8), 2, np.uint32))  # e.g. propagation after it
+    s.set_reference(2, "user")
+    s.flush_attrs()
+    step = s.undo()
+    assert step["t"] == 2 and sorted(step["frames"]) == [2, 3]
+    assert s.read(2).max() == 0 and s.read(3).max() == 0 and s.read(1).min() == 1
+    assert sorted(s.references) == [1]
+    resumed = MaskStore(tmp_path / "m.zarr", 4, 8, 8)
+    assert resumed.can_undo()
+    resumed.undo()
+    assert resumed.read(1).max() == 0 and not resumed.references
+    with pytest.raises(RuntimeError, match="nothing to undo"):
+        resumed.undo()
+
+
+def test_write_labels_store_round_trip_and_no_overwrite(tmp_path):
+    lab = np.zeros((3, 6, 7), np.int32)
+    lab[1, 2:4, 2:5] = 4
+    p = write_labels_store(tmp_path / "out.zarr", lab, source="layer")
+    got = read_store_labels(p)
+    assert got.dtype == np.uint32
+    np.testing.assert_array_equal(np.asarray(got), lab)
+    with pytest.raises(FileExistsError, match="not overwritten"):
+        write_labels_store(p, lab)
+    with pytest.raises(ValueError, match="negative"):
+        write_labels_store(tmp_path / "neg.zarr", -lab)
