@@ -195,8 +195,11 @@ def test_full_loop_scribbles_mask_propagate_reopen(annotator, make_napari_viewer
     draw_path(widget, 4, 3, [[5, 40], [8, 44]])  # on another frame: must stay
     widget.object_id.value = 1
 
-    widget.to_mask_button.changed.emit(True)
+    widget.to_mask_button.changed.emit(True)  # CPSM in a worker thread
+    assert not widget.propagate_button.enabled  # busy meanwhile
+    qtbot.waitUntil(lambda: not widget._busy, timeout=120_000)
     assert "error" not in widget.status.value, widget.status.value
+    assert widget.shapes_layer.editable
     mask0 = np.asarray(widget.masks_layer.data[0])
     for oid in (1, 2):
         assert iou(mask0 == oid, truth[0] == oid) > 0.5

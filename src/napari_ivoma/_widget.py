@@ -68,6 +68,7 @@ class AnnotatorWidget(Container):
         self._worker = None
         self._cancel = threading.Event()
         self._last_refresh = 0.0
+        self._last_result = None
         self._bridge = _Bridge()
         self._bridge.progress.connect(self._on_progress)
         self._build()
@@ -112,7 +113,7 @@ class AnnotatorWidget(Container):
         self.objects_info.native.setTextFormat(Qt.RichText)
         self.image.changed.connect(self._on_image_changed)
         self.start_button.changed.connect(lambda: self._guarded(self.start_session))
-        self.to_mask_button.changed.connect(lambda: self._guarded(self.scribbles_to_mask))
+        self.to_mask_button.changed.connect(lambda: self._guarded(lambda: self.scribbles_to_mask(block=False)))
         self.propagate_button.changed.connect(lambda: self._guarded(self.propagate))
         self.cancel_button.changed.connect(self.cancel)
         self.undo_button.changed.connect(lambda: self._guarded(self.undo))
@@ -127,7 +128,7 @@ class AnnotatorWidget(Container):
 
     def _bind_keys(self) -> None:
         bindings: dict[str, Callable[[], Any]] = {
-            "Shift-M": self.scribbles_to_mask,
+            "Shift-M": lambda: self.scribbles_to_mask(block=False),
             "Shift-G": self.propagate,
             "Shift-Up": lambda: self._step_object_id(+1),
             "Shift-Down": lambda: self._step_object_id(-1),
@@ -190,9 +191,15 @@ class AnnotatorWidget(Container):
         self._update_info()
         return session
 
-    def scribbles_to_mask(self, t: int | None = None) -> np.ndarray:
-        """Turn the scribbles on frame ``t`` (default: the current frame) into its mask."""
+    def scribbles_to_mask(self, t: int | None = None, block: bool = True):
+        """Turn the scribbles on frame ``t`` (default: the current frame) into its mask.
+
+        ``block=True`` returns the (H, W) labels; ``block=False`` (the button) runs CPSM in a
+        worker thread and returns the worker.
+        """
         session = self._require_session()
+        if self._busy:
+            raise RuntimeError("wait for the running step to finish")
         t = self.current_frame() if t is None else int(t)
         scribbles, idx = scribbles_from_shapes(self.shapes_layer, t)
         if not scribbles:
@@ -201,13 +208,20 @@ class AnnotatorWidget(Container):
                 "(object id 0 = background) first"
             )
         self.commit_hand_edits()
-        labels = session.add_scribbles(t, scribbles)
-        self._remove_shapes(idx)
-        self._refresh_masks()
-        ids = sorted({s.object_id for s in scribbles})
-        self._set_status(f"frame {t}: mask from {len(scribbles)} scribble(s), ids {ids}")
-        self._update_info()
-        return labels
+        self.shapes_layer.editable = False  # keep shape indices valid while CPSM runs
+
+        def done(labels: np.ndarray) -> None:
+            self.shapes_layer.editable = True
+            self._remove_shapes(idx)
+            self._refresh_masks()
+            ids = sorted({s.object_id for s in scribbles})
+            self._set_status(f"frame {t}: mask from {len(scribbles)} scribble(s), ids {ids}")
+            self._update_info()
+            self._last_result = labels
+
+        worker = self._launch(session.add_scribbles, (t, scribbles), done,
+                              f"frame {t}: scribbles → mask ...", block, cancellable=False)
+        return self._last_result if block else worker
 
     def propagate(self, block: bool = False):
         """Propagate the references over the video in a worker thread.
@@ -216,22 +230,29 @@ class AnnotatorWidget(Container):
         """
         session = self._require_session()
         if self._busy:
-            raise RuntimeError("a propagation is already running")
+            raise RuntimeError("wait for the running step to finish")
         self.commit_hand_edits()
         if not session.user_references:
             raise ValueError("nothing to propagate: make a mask on a frame first (Scribbles → mask)")
-        from napari.qt.threading import create_worker
-
         self._cancel.clear()
         self.progress.max = session.n_frames
         self.progress.value = 0
-        worker = create_worker(self._run_propagation, session, _start_thread=False)
-        worker.returned.connect(self._on_propagated)
+        return self._launch(self._run_propagation, (session,), self._on_propagated,
+                            "propagating ...", block, cancellable=True)
+
+    def _launch(self, fn: Callable, args: tuple, on_returned: Callable, status: str, block: bool,
+                cancellable: bool):
+        """Run ``fn(*args)`` in a napari worker thread (or here when ``block``)."""
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(fn, *args, _start_thread=False)
+        worker.returned.connect(on_returned)
         worker.errored.connect(self._on_worker_error)
         worker.finished.connect(lambda: self._set_busy(False))
         self._worker = worker
-        self._set_busy(True)
-        self._set_status("propagating ...")
+        self._last_result = None
+        self._set_busy(True, cancellable=cancellable)
+        self._set_status(status)
         if block:
             worker.run()
         else:
@@ -303,6 +324,8 @@ class AnnotatorWidget(Container):
 
     def _on_worker_error(self, exc: BaseException) -> None:
         self._set_busy(False)
+        if self.shapes_layer is not None:
+            self.shapes_layer.editable = True
         self._refresh_masks()
         self._report(exc)
 
@@ -404,11 +427,11 @@ class AnnotatorWidget(Container):
     def _busy(self) -> bool:
         return self._worker is not None and getattr(self, "_is_busy", False)
 
-    def _set_busy(self, busy: bool) -> None:
+    def _set_busy(self, busy: bool, cancellable: bool = False) -> None:
         self._is_busy = busy
         for w in (self.start_button, self.to_mask_button, self.propagate_button, self.undo_button):
             w.enabled = not busy
-        self.cancel_button.enabled = busy
+        self.cancel_button.enabled = busy and cancellable
         if self.masks_layer is not None:
             self.masks_layer.editable = not busy
 
