@@ -1,0 +1,543 @@
+"""CPSM: Control-Point-based Scribbles-to-Mask (Le et al., AAAI-21; Tran, Vu-Le & Tran 2020).
+
+Weight-free implementation:
+
+1. *Control points* are sampled along every scribble (:func:`control_points`); they
+   are hard constraints of the output.
+2. An *appearance model* (a small MLP on multiscale colour / edge / blob / texture
+   features, :mod:`.appearance`) is learned from the pixels under the scribbles,
+   automatic background samples taken beyond an object-dependent distance from
+   the strokes (or from the prior mask in correction rounds), and the confirmed
+   masks of the video kept in a :class:`MemoryPool`.
+3. A *graph cut* (s-t min cut, contrast-sensitive 8-connected smoothness, soft
+   spatial prior around each object's strokes) separates the scribbled objects
+   from the rest; one round of self-training refines the appearance model from
+   the first cut.
+4. The foreground is split among objects by a seeded watershed from their
+   strokes, so touching objects (e.g. nuclei) do not merge; foreground blobs
+   reached by no stroke are dropped.
+5. In correction rounds only the objects named by the new scribbles (and the
+   objects these scribbles touch) are re-segmented, the prior mask enters the
+   unary term, and only changes connected to a new scribble are kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import watershed
+
+from .appearance import MemoryPool, PixelClassifier, _check_image, base_channels, pixel_features
+from .scribbles import NO_LABEL, Scribble, clip_scribble, control_points, rasterize_scribbles
+
+__all__ = ["CPSMParams", "scribbles_to_mask", "rasterize_control_points"]
+
+_HARD = 1e6
+
+
+@dataclass
+class CPSMParams:
+    """Parameters of :func:`scribbles_to_mask` (defaults = best measured, see BENCHMARKS.md).
+
+    Attributes
+    ----------
+    spacing : float
+        Distance in pixels between control points along a scribble.
+    cp_radius : int
+        Radius of the disc painted around each control point (hard constraint).
+    bg_start : float
+        Automatic background starts at ``bg_start * extent`` from a stroke, extent =
+        diagonal of the stroke's bounding box.
+    click_core : float
+        For a click, the disc of radius ``click_core * r`` around it is taken as object sample.
+    click_scale : float
+        For a click, background starts at ``click_scale * r`` (r = blob radius found by
+        a Laplacian-of-Gaussian scale search at the click).
+    prior_scale : float
+        Correction rounds: background starts at ``prior_scale * sqrt(area / pi)`` from the
+        prior mask of the object.
+    min_start : float
+        Lower bound (pixels) of the distance where background starts.
+    spatial_weight : float
+        Penalty (nats) per ``start`` distance beyond the start for foreground.
+    max_reach : float
+        Foreground is impossible beyond ``max_reach * start`` from an object's strokes/prior.
+    smooth : float
+        Weight of the contrast-sensitive smoothness term of the graph cut.
+    prior_weight : float
+        Cost (nats) of disagreeing with the prior mask in correction rounds.
+    self_train : int
+        Rounds of retraining the appearance model on the previous cut.
+    n_samples : int
+        Automatic background samples per round.
+    memory_weight : float
+        Total weight of memory-pool samples relative to this frame's samples.
+    """
+
+    spacing: float = 4.0
+    cp_radius: int = 1
+    bg_start: float = 0.45
+    click_scale: float = 1.8
+    prior_scale: float = 0.5
+    click_core: float = 0.5
+    min_start: float = 6.0
+    spatial_weight: float = 2.0
+    max_reach: float = 3.0
+    smooth: float = 2.0
+    prior_weight: float = 1.0
+    self_train: int = 1
+    n_samples: int = 1500
+    memory_weight: float = 0.5
+    seed: int = 0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def rasterize_control_points(
+    scribbles: list[Scribble], shape: tuple[int, int], spacing: float = 4.0, radius: int = 1
+) -> np.ndarray:
+    """Paint discs at the control points of ``scribbles`` (drawing order: later wins).
+
+    Returns an (H, W) int32 raster with ``NO_LABEL`` where no control point is.
+    """
+    h, w = shape
+    out = np.full((h, w), NO_LABEL, dtype=np.int32)
+    offs = np.array(
+        [
+            (dr, dc)
+            for dr in range(-radius, radius + 1)
+            for dc in range(-radius, radius + 1)
+            if dr * dr + dc * dc <= radius * radius
+        ]
+    )
+    for s in scribbles:
+        cp = np.rint(control_points(s, spacing)).astype(np.int64)
+        pts = (cp[:, None, :] + offs[None, :, :]).reshape(-1, 2)
+        ok = (pts[:, 0] >= 0) & (pts[:, 0] < h) & (pts[:, 1] >= 0) & (pts[:, 1] < w)
+        out[pts[ok, 0], pts[ok, 1]] = s.object_id
+    return out
+
+
+def _distance_from(mask: np.ndarray) -> np.ndarray:
+    """Euclidean distance of every pixel to the nearest True pixel of ``mask``."""
+    if not mask.any():
+        return np.full(mask.shape, np.inf, np.float32)
+    return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 5)
+
+
+def _blob_radii(light: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Radius of the blob around each (row, col) point: argmax of the scale-normalised LoG.
+
+    A Gaussian pyramid keeps this cheap for large scales; bright and dark blobs both work
+    (the stronger sign of the response is used per point).
+    """
+    h, w = light.shape
+    smax = max(2.0, min(h, w) / 8.0)
+    img = light.astype(np.float32)
+    sig, resp = [], []
+    level = 0
+    while True:
+        f = 2.0**level
+        for s in (1.4, 2.0, 2.8):
+            if s * f > smax:
+                continue
+            sm = cv2.GaussianBlur(img, (0, 0), s, borderType=cv2.BORDER_REFLECT)
+            lap = cv2.Laplacian(sm, cv2.CV_32F, ksize=1) * (s * s)
+            r = np.clip(np.rint(points[:, 0] / f).astype(int), 0, img.shape[0] - 1)
+            c = np.clip(np.rint(points[:, 1] / f).astype(int), 0, img.shape[1] - 1)
+            sig.append(s * f)
+            resp.append(-lap[r, c])
+        if 4.0 * f > smax or min(img.shape) < 16:
+            break
+        img = cv2.pyrDown(img)
+        level += 1
+    sig = np.array(sig)
+    resp = np.array(resp)  # (scales, points)
+    flip = np.abs(resp.min(0)) > np.abs(resp.max(0))
+    resp[:, flip] *= -1
+    best = np.argmax(resp, axis=0)
+    radii = sig[best] * np.sqrt(2.0)
+    radii[resp[best, np.arange(len(best))] <= 0] = sig[0] * np.sqrt(2.0)
+    return radii
+
+
+def _edge_weights(base: np.ndarray, smooth: float) -> list[tuple[tuple[int, int], np.ndarray]]:
+    """Contrast-sensitive weights of the 4 forward 8-neighbourhood directions.
+
+    Returns ``[((dr, dc), w)]`` with ``w[r, c]`` the weight of edge (r, c)-(r+dr, c+dc)
+    (zero where the neighbour is outside the image).
+    """
+    h, w = base.shape[:2]
+    b = cv2.GaussianBlur(base, (0, 0), 0.5)
+    if b.ndim == 2:
+        b = b[..., None]
+    dirs = [(0, 1), (1, 0), (1, 1), (1, -1)]
+    diffs = []
+    for dr, dc in dirs:
+        d2 = np.zeros((h, w), np.float32)
+        rs = slice(0, h - dr)
+        cs = slice(0, w - dc) if dc >= 0 else slice(-dc, w)
+        rt = slice(dr, h)
+        ct = slice(dc, w) if dc >= 0 else slice(0, w + dc)
+        d2[rs, cs] = ((b[rs, cs] - b[rt, ct]) ** 2).sum(-1)
+        valid = np.zeros((h, w), bool)
+        valid[rs, cs] = True
+        diffs.append((d2, valid))
+    mean_d2 = np.mean([d[v].mean() for d, v in diffs if v.any()])
+    beta = 1.0 / (2.0 * max(float(mean_d2), 1e-8))
+    out = []
+    for (dr, dc), (d2, valid) in zip(dirs, diffs):
+        wgt = smooth * np.exp(-beta * d2) / np.hypot(dr, dc)
+        wgt[~valid] = 0.0
+        out.append(((dr, dc), wgt.astype(np.float32)))
+    return out
+
+
+def _binary_cut(u_fg: np.ndarray, u_bg: np.ndarray, edges) -> np.ndarray:
+    """Minimise sum(u) + sum(w [x_p != x_q]) over binary x; True = foreground."""
+    try:
+        import maxflow
+    except ImportError:  # pragma: no cover - exercised only without PyMaxflow
+        return _mean_field(u_fg, u_bg, edges)
+    g = maxflow.Graph[float]()
+    nodes = g.add_grid_nodes(u_fg.shape)
+    for (dr, dc), wgt in edges:
+        st = np.zeros((3, 3))
+        st[1 + dr, 1 + dc] = 1.0
+        g.add_grid_edges(nodes, weights=wgt, structure=st, symmetric=True)
+    # source side = foreground: cutting the source edge costs u_fg's complement
+    m = np.minimum(u_fg, u_bg)
+    g.add_grid_tedges(nodes, u_bg - m, u_fg - m)
+    g.maxflow()
+    return ~g.get_grid_segments(nodes)
+
+
+def _mean_field(u_fg: np.ndarray, u_bg: np.ndarray, edges, iters: int = 15) -> np.ndarray:
+    """Approximate the binary cut by mean-field iterations (fallback without PyMaxflow)."""
+    h, w = u_fg.shape
+    d = np.clip(u_bg - u_fg, -50, 50)
+    q = 1.0 / (1.0 + np.exp(-d))
+    for _ in range(iters):
+        msg = np.zeros((h, w), np.float32)
+        s = 2.0 * q - 1.0
+        for (dr, dc), wgt in edges:
+            rs = slice(0, h - dr)
+            cs = slice(0, w - dc) if dc >= 0 else slice(-dc, w)
+            rt = slice(dr, h)
+            ct = slice(dc, w) if dc >= 0 else slice(0, w + dc)
+            msg[rs, cs] += wgt[rs, cs] * s[rt, ct]
+            msg[rt, ct] += wgt[rs, cs] * s[rs, cs]
+        q = 1.0 / (1.0 + np.exp(-np.clip(d + msg, -50, 50)))
+    return q > 0.5
+
+
+def _predict(clf: PixelClassifier, feats: np.ndarray, max_pixels: int = 120_000) -> np.ndarray:
+    """Foreground probability of every pixel; large regions are classified on a coarser grid."""
+    h, w = feats.shape[:2]
+    step = int(np.ceil(np.sqrt(h * w / max_pixels)))
+    if step <= 1:
+        return clf.predict_proba(feats)
+    coarse = clf.predict_proba(np.ascontiguousarray(feats[step // 2 :: step, step // 2 :: step]))
+    return cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _sample(mask: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    idx = np.flatnonzero(mask)
+    if len(idx) > n:
+        idx = rng.choice(idx, n, replace=False)
+    return idx
+
+
+# --------------------------------------------------------------------------- main entry
+
+
+def _validate(image, scribbles, prior):
+    img = _check_image(image)
+    h, w = img.shape[:2]
+    out = []
+    for s in scribbles:
+        if not isinstance(s, Scribble):
+            raise TypeError(f"scribbles must be Scribble objects, got {type(s).__name__}")
+        c = clip_scribble(s, (h, w))
+        if c is not None:
+            out.append(c)
+    if prior is None:
+        pr = np.zeros((h, w), np.uint32)
+    else:
+        pr = np.asarray(prior)
+        if pr.shape != (h, w):
+            raise ValueError(f"prior mask shape {pr.shape} does not match image shape {(h, w)}")
+        if pr.dtype.kind not in "ui" or (pr.dtype.kind == "i" and pr.size and pr.min() < 0):
+            raise ValueError(f"prior mask must hold non-negative integer labels, got dtype {pr.dtype}")
+        pr = pr.astype(np.uint32)
+    return img, out, pr
+
+
+def scribbles_to_mask(
+    image: np.ndarray,
+    scribbles: list[Scribble],
+    prior: np.ndarray | None = None,
+    new_ids: set[int] | None = None,
+    memory: MemoryPool | None = None,
+    params: CPSMParams | None = None,
+) -> np.ndarray:
+    """Turn the scribbles of one frame into a multi-object mask.
+
+    Parameters
+    ----------
+    image : (H, W, C) float32 in [0, 1], C = 1 or 3.
+    scribbles : list of Scribble
+        All scribbles of the frame in drawing order (later wins where ids cross).
+    prior : (H, W) uint32 or None
+        Current mask of the frame (propagated or from an earlier round).
+    new_ids : set of int or None
+        Ids of the scribbles added in this round (None = all).  Objects of ``prior``
+        neither named here nor touched by a new scribble keep their pixels exactly
+        (except under control points).
+    memory : MemoryPool or None
+        Confirmed masks of the video; their appearance refines the model.
+    params : CPSMParams or None
+
+    Returns
+    -------
+    (H, W) uint32 labels; every control-point pixel carries its scribble's id.
+    """
+    p = params or CPSMParams()
+    img, scribbles, prior = _validate(image, scribbles, prior)
+    h, w = img.shape[:2]
+    if not scribbles:
+        return prior.copy()
+    cps = rasterize_control_points(scribbles, (h, w), p.spacing, p.cp_radius)
+    scrib_ids = {s.object_id for s in scribbles}
+    new = set(scrib_ids) if new_ids is None else {int(i) for i in new_ids} & scrib_ids
+    new_raster = rasterize_scribbles([s for s in scribbles if s.object_id in new], (h, w), 1)
+    strokes = rasterize_scribbles(scribbles, (h, w), 1)
+
+    active = {i for i in new if i != 0}
+    # prior objects touched by a new scribble of another id are re-segmented too
+    touched = np.unique(prior[(new_raster >= 0) & (prior != new_raster.astype(np.int64))])
+    active |= {int(i) for i in touched if i != 0}
+
+    out = prior.copy()
+    if active:
+        fixed = (prior > 0) & ~np.isin(prior, list(active))
+        labels = _segment(img, strokes, prior, fixed, sorted(active), memory, p)
+        out[~fixed] = 0
+        out[~fixed & (labels > 0)] = labels[~fixed & (labels > 0)]
+        if prior.any():
+            out = _keep_local_changes(out, prior, new_raster >= 0)
+    painted = cps >= 0
+    out[painted] = cps[painted].astype(np.uint32)
+    return out
+
+
+def _keep_local_changes(out: np.ndarray, prior: np.ndarray, new_mask: np.ndarray) -> np.ndarray:
+    """Undo changed regions that are not connected to a new scribble."""
+    changed = out != prior
+    if not changed.any():
+        return out
+    lab, n = ndi.label(changed, structure=np.ones((3, 3)))
+    near = cv2.dilate(new_mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    keep = np.zeros(n + 1, bool)
+    keep[np.unique(lab[near & changed])] = True
+    keep[0] = False
+    revert = changed & ~keep[lab]
+    out = out.copy()
+    out[revert] = prior[revert]
+    return out
+
+
+def _object_scales(
+    light: np.ndarray, strokes: np.ndarray, prior: np.ndarray, ids: list[int], p: CPSMParams
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Per object: distance (pixels) from its strokes/prior where automatic background
+    starts, and for click-only objects the radius of the blob under the click."""
+    starts: dict[int, float] = {}
+    clicks: dict[int, np.ndarray] = {}
+    for k in ids:
+        cand = [p.min_start]
+        ys, xs = np.nonzero(strokes == k)
+        if len(ys):
+            ext = float(np.hypot(np.ptp(ys), np.ptp(xs)))
+            if ext >= 3.0:
+                cand.append(p.bg_start * ext)
+            else:
+                clicks[k] = np.array([ys.mean(), xs.mean()])
+        area = int((prior == k).sum())
+        if area:
+            cand.append(p.prior_scale * np.sqrt(area / np.pi))
+        starts[k] = float(max(cand))
+    radii: dict[int, float] = {}
+    if clicks:
+        keys = list(clicks)
+        rs = _blob_radii(light, np.array([clicks[k] for k in keys]))
+        for k, r in zip(keys, rs):
+            radii[k] = float(r)
+            starts[k] = max(starts[k], p.click_scale * float(r))
+    return starts, radii
+
+
+def _segment(
+    img: np.ndarray,
+    strokes: np.ndarray,
+    prior: np.ndarray,
+    fixed: np.ndarray,
+    active: list[int],
+    memory: MemoryPool | None,
+    p: CPSMParams,
+) -> np.ndarray:
+    """Labels of the active objects (0 elsewhere) for one frame."""
+    h, w = img.shape[:2]
+    rng = np.random.default_rng(p.seed)
+    base = base_channels(img)
+    light = np.ascontiguousarray(base[..., 0])
+    prior_fg = np.isin(prior, active)
+    user_bg = strokes == 0
+    obj_strokes = np.isin(strokes, active)
+    starts, click_radii = _object_scales(light, strokes, prior, active, p)
+    # positive evidence: the strokes, and for clicks the core of the blob under the click
+    pos_full = obj_strokes.copy()
+    for k, r in click_radii.items():
+        rad = max(2, int(round(p.click_core * r)))
+        disc = cv2.dilate((strokes == k).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rad + 1, 2 * rad + 1)))
+        pos_full |= (disc > 0) & ~fixed & ~user_bg & (strokes < 0)
+
+    # soft spatial prior: penalty for foreground beyond each object's start distance
+    pen = np.full((h, w), np.inf, np.float32)
+    for k in active:
+        ref = (strokes == k) | ((prior == k) & (strokes < 0))
+        if not ref.any():
+            continue
+        d = _distance_from(ref) / starts[k]
+        pen = np.minimum(pen, d)
+    allowed = (pen < p.max_reach) & ~fixed & ~user_bg
+    if not allowed.any():
+        return np.zeros((h, w), np.uint32)
+    far = (pen > 1.0) & ~fixed & ~pos_full & ~prior_fg
+    spatial = p.spatial_weight * np.maximum(pen - 1.0, 0.0)
+
+    # region of interest: bounding box of the allowed region plus a margin
+    rr, cc = np.nonzero(allowed)
+    m = 8
+    r0, r1 = max(0, rr.min() - m), min(h, rr.max() + m + 1)
+    c0, c1 = max(0, cc.min() - m), min(w, cc.max() + m + 1)
+    fm = 24  # feature context margin
+    fr0, fr1, fc0, fc1 = max(0, r0 - fm), min(h, r1 + fm), max(0, c0 - fm), min(w, c1 + fm)
+    feats_full = pixel_features(img[fr0:fr1, fc0:fc1])
+    roi = (slice(r0, r1), slice(c0, c1))
+    feats = feats_full[r0 - fr0 : r1 - fr0, c0 - fc0 : c1 - fc0]
+    nf = feats.shape[-1]
+    flat = feats.reshape(-1, nf)
+
+    def crop(a):
+        return a[roi]
+
+    pos_mask = crop(pos_full)
+    neg_user = crop(user_bg)
+    far_c = crop(far)
+    pen_c = crop(pen)
+    ring = far_c & (pen_c < 2.0)
+    prior_c = crop(prior_fg)
+
+    # training samples (indices into the ROI) and weights
+    def samples(pos_extra: np.ndarray | None, neg_extra: np.ndarray | None):
+        xs, ys, ws = [], [], []
+
+        def add(mask, label, n, weight):
+            idx = _sample(mask, n, rng)
+            if len(idx):
+                xs.append(flat[idx])
+                ys.append(np.full(len(idx), label, np.float32))
+                ws.append(np.full(len(idx), weight / len(idx), np.float32))
+
+        add(pos_mask, 1, p.n_samples, 1.0)
+        add(neg_user, 0, p.n_samples, 1.0)
+        add(ring, 0, p.n_samples // 2, 0.6)
+        add(far_c & ~ring, 0, p.n_samples // 2, 0.4)
+        if prior_c.any():
+            add(cv2.erode(prior_c.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0, 1, p.n_samples, 0.7)
+            near_bg = ~prior_c & ~far_c & (pen_c < 1.0) & ~crop(fixed) & ~pos_mask
+            add(near_bg, 0, p.n_samples // 2, 0.5)
+        if pos_extra is not None:
+            add(pos_extra, 1, p.n_samples, 1.0)
+        if neg_extra is not None:
+            add(neg_extra, 0, p.n_samples, 1.0)
+        if memory is not None and len(memory):
+            mx, my = memory.samples()
+            if mx.size and mx.shape[1] == nf:
+                pos = np.isin(my, active)
+                neg = my == 0
+                for sel, lab in ((pos, 1), (neg, 0)):
+                    if sel.any():
+                        xs.append(mx[sel])
+                        ys.append(np.full(int(sel.sum()), lab, np.float32))
+                        ws.append(np.full(int(sel.sum()), p.memory_weight / sel.sum(), np.float32))
+        return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
+
+    edges = [(d, wgt) for d, wgt in _edge_weights(crop(base) if base.ndim == 3 else base[roi], p.smooth)]
+    hard_bg = ~crop(allowed)
+    hard_fg = crop(obj_strokes)
+    prior_cost_fg = np.zeros(pos_mask.shape, np.float32)
+    prior_cost_bg = np.zeros(pos_mask.shape, np.float32)
+    if prior.any():
+        prior_cost_fg[~prior_c] = p.prior_weight
+        prior_cost_bg[prior_c] = p.prior_weight
+
+    fg = None
+    for it in range(1 + max(0, p.self_train)):
+        if fg is None:
+            x, y, wt = samples(None, None)
+        else:
+            inner = cv2.erode(fg.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+            outer = ~(cv2.dilate(fg.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0) & ~hard_bg
+            x, y, wt = samples(inner, outer)
+        if y.min() == y.max():
+            # no background evidence at all (object covers everything allowed)
+            fg = ~hard_bg
+            break
+        clf = PixelClassifier(seed=p.seed).fit(x, y, wt)
+        prob = _predict(clf, feats)
+        eps = 1e-4
+        u_fg = -np.log(prob + eps) + crop(spatial) + prior_cost_fg
+        u_bg = -np.log(1.0 - prob + eps) + prior_cost_bg
+        u_fg[hard_bg] = _HARD
+        u_bg[hard_fg] = _HARD
+        fg = _binary_cut(u_fg.astype(np.float64), u_bg.astype(np.float64), edges)
+        if it == 0 and p.self_train and not fg.any():
+            break
+
+    labels_roi = _assign(fg, crop(strokes), crop(prior), active, base[roi])
+    out = np.zeros((h, w), np.uint32)
+    out[roi] = labels_roi
+    return out
+
+
+def _assign(fg: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: list[int], base: np.ndarray):
+    """Split the foreground among the active objects by a seeded watershed from their strokes."""
+    markers = np.zeros(fg.shape, np.int32)
+    for k in active:
+        pk = (prior == k) & fg & (strokes < 0)
+        if pk.any():
+            pk = cv2.erode(pk.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+            markers[pk] = k
+    for k in active:
+        markers[strokes == k] = k
+    if len(active) == 1:
+        lab, _ = ndi.label(fg, structure=np.ones((3, 3)))
+        keep = np.unique(lab[(markers > 0) & fg])
+        keep = keep[keep > 0]
+        return np.where(np.isin(lab, keep), active[0], 0).astype(np.uint32)
+    sm = cv2.GaussianBlur(np.ascontiguousarray(base), (0, 0), 1.0)
+    if sm.ndim == 2:
+        sm = sm[..., None]
+    gx = cv2.Sobel(sm, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(sm, cv2.CV_32F, 0, 1)
+    if gx.ndim == 2:
+        gx, gy = gx[..., None], gy[..., None]
+    elev = np.sqrt((gx * gx + gy * gy).sum(-1))
+    lab = watershed(elev, markers=markers, mask=fg | (markers > 0))
+    return lab.astype(np.uint32)

@@ -1,0 +1,256 @@
+"""Tests of CPSM (scribbles -> multi-object mask) and its appearance models, on generated images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_ivoma.engine.appearance import MemoryPool, PixelClassifier, pixel_features
+from napari_ivoma.engine.cpsm import CPSMParams, rasterize_control_points, scribbles_to_mask
+from napari_ivoma.engine.scribbles import NO_LABEL, Scribble
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1))
+
+
+def assert_control_points(out: np.ndarray, scribbles, params: CPSMParams | None = None) -> None:
+    p = params or CPSMParams()
+    cps = rasterize_control_points(scribbles, out.shape, p.spacing, p.cp_radius)
+    sel = cps != NO_LABEL
+    assert sel.any()
+    np.testing.assert_array_equal(out[sel], cps[sel].astype(np.uint32))
+
+
+def textured_two_regions(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two touching textured objects on a smooth grey background.
+
+    Label 1: fine greenish noise; label 2: coarse reddish stripes; their common border
+    is a sine curve.  Returns (image (96, 128, 3), labels).
+    """
+    rng = np.random.default_rng(seed)
+    h, w = 96, 128
+    rr, cc = np.mgrid[:h, :w]
+    inside = (rr >= 16) & (rr < 80) & (cc >= 12) & (cc < 116)
+    right = cc >= 64 + 8 * np.sin(rr / 10.0)
+    gt = np.zeros((h, w), np.uint32)
+    gt[inside & ~right] = 1
+    gt[inside & right] = 2
+    img = 0.5 + 0.02 * rng.standard_normal((h, w, 3))
+    noise = 0.1 * rng.standard_normal((h, w, 3))
+    green = np.stack([0.3 + noise[..., 0], 0.6 + noise[..., 1], 0.3 + noise[..., 2]], -1)
+    stripes = 0.55 + 0.25 * np.sign(np.sin(cc / 3.0))
+    red = np.stack([stripes, 0.25 + 0 * cc, 0.25 + 0 * cc], -1) + 0.03 * noise
+    img[gt == 1] = green[gt == 1]
+    img[gt == 2] = red[gt == 2]
+    return np.clip(img, 0, 1).astype(np.float32), gt
+
+
+def discs_image(n_side: int = 5, radius: int = 11, grey: bool = True, seed: int = 0):
+    """A grid of touching bright discs on a dark background; returns (image, gt labels, centres)."""
+    rng = np.random.default_rng(seed)
+    step = 2 * radius  # centres exactly one diameter apart: neighbours touch
+    size = step * n_side + 2 * radius
+    rr, cc = np.mgrid[:size, :size]
+    gt = np.zeros((size, size), np.uint32)
+    centres = []
+    k = 0
+    for i in range(n_side):
+        for j in range(n_side):
+            k += 1
+            r0, c0 = 2 * radius + i * step - radius // 2, 2 * radius + j * step - radius // 2
+            d = np.hypot(rr - r0, cc - c0)
+            gt[(d < radius) & (gt == 0)] = k
+            centres.append((r0, c0, k))
+    # intensity: bright centre falling toward the rim -> dark seams between touching discs
+    val = np.zeros((size, size), np.float32)
+    for r0, c0, _k in centres:
+        d = np.hypot(rr - r0, cc - c0)
+        val = np.maximum(val, np.clip(1.0 - (d / radius) ** 4, 0, 1))
+    img = 0.1 + 0.6 * val + 0.03 * rng.standard_normal((size, size))
+    img = np.clip(img, 0, 1).astype(np.float32)[..., None]
+    if not grey:
+        img = np.repeat(img, 3, axis=2)
+    return img, gt, centres
+
+
+# ------------------------------------------------------------------ appearance
+
+
+def test_pixel_features_shapes_and_finite():
+    img, _ = textured_two_regions()
+    f = pixel_features(img)
+    assert f.shape[:2] == img.shape[:2] and f.dtype == np.float32
+    assert np.isfinite(f).all()
+    g = pixel_features(img[..., :1])
+    assert g.shape[:2] == img.shape[:2] and g.shape[2] < f.shape[2]
+    with pytest.raises(ValueError, match="image must be"):
+        pixel_features(np.zeros((4, 4, 2), np.float32))
+
+
+def test_pixel_classifier_separates_two_gaussians():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(0, 1, (300, 4)), rng.normal(3, 1, (300, 4))]).astype(np.float32)
+    y = np.r_[np.zeros(300), np.ones(300)]
+    clf = PixelClassifier().fit(x, y)
+    p = clf.predict_proba(x)
+    assert ((p > 0.5) == (y == 1)).mean() > 0.95
+
+
+def test_memory_pool_bounded_and_replacing():
+    img, gt = textured_two_regions()
+    pool = MemoryPool(per_object=50, per_background=80, max_frames=2)
+    pool.add(0, img, gt)
+    n0 = len(pool.samples()[1])
+    pool.add(0, img, gt * 2)  # replaces frame 0
+    assert len(pool) == 1
+    x, y = pool.samples()
+    assert set(np.unique(y)) == {0, 2, 4} and len(y) == n0
+    assert (y == 2).sum() == 50 and x.shape == (len(y), pixel_features(img).shape[2])
+    pool.add(1, img, gt)
+    pool.add(2, img, gt)
+    assert len(pool) == 2 and pool.frames == [1, 2]
+    pool.remove(1)
+    pool.remove(7)
+    assert len(pool) == 1
+    with pytest.raises(ValueError, match="does not match"):
+        pool.add(3, img, np.zeros((5, 5), np.uint32))
+
+
+# ------------------------------------------------------------------ CPSM
+
+
+def test_two_textured_regions_one_scribble_each():
+    img, gt = textured_two_regions()
+    scr = [Scribble(1, [[25, 30], [70, 40]]), Scribble(2, [[25, 90], [70, 100]])]
+    out = scribbles_to_mask(img, scr)
+    assert out.dtype == np.uint32 and out.shape == gt.shape
+    assert iou(out == 1, gt == 1) >= 0.95
+    assert iou(out == 2, gt == 2) >= 0.95
+    assert_control_points(out, scr)
+
+
+def test_textured_region_with_background_scribble():
+    img, gt = textured_two_regions(seed=3)
+    scr = [Scribble(2, [[30, 95], [65, 100]]), Scribble(0, [[5, 5], [5, 120]])]
+    out = scribbles_to_mask(img, scr)
+    assert iou(out == 2, gt == 2) >= 0.95
+    assert set(np.unique(out)) <= {0, 2}
+
+
+def test_click_finds_a_blob():
+    img, gt, centres = discs_image(n_side=1, radius=14)
+    r0, c0, k = centres[0]
+    out = scribbles_to_mask(img, [Scribble(7, [[r0, c0]])])
+    assert iou(out == 7, gt == k) >= 0.85
+    assert out[r0, c0] == 7
+
+
+def test_crossing_strokes_later_wins_and_control_points_hold():
+    img, gt = textured_two_regions()
+    first = Scribble(1, [[48, 8], [48, 120]])  # crosses both objects; control points every 4 px
+    second = Scribble(2, [[8, 92], [92, 92]])  # drawn later, crosses the first at (48, 92)
+    scr = [first, second]
+    out = scribbles_to_mask(img, scr)
+    assert_control_points(out, scr)
+    assert out[48, 92] == 2  # a control point of both strokes: the later stroke wins
+    assert out[48, 8] == 1 and out[48, 120] == 1  # control points in the background stay id 1
+
+
+def test_correction_only_background_removes_false_positive():
+    img, gt, centres = discs_image(n_side=1, radius=14)
+    r0, c0, k = centres[0]
+    obj = gt == k
+    prior = obj.astype(np.uint32)
+    fp = np.zeros_like(obj)
+    fp[2:12, 2:40] = True  # a false-positive band in the background
+    prior[fp] = 1
+    scr = [Scribble(1, [[r0, c0]]), Scribble(0, [[7, 4], [7, 38]])]
+    out = scribbles_to_mask(img, scr, prior=prior, new_ids={0})
+    assert (out[fp] == 0).mean() > 0.95
+    assert iou(out == 1, obj) >= 0.97  # the object itself is kept
+    assert_control_points(out, scr)
+
+
+def test_correction_adds_missed_part():
+    img, gt = textured_two_regions(seed=5)
+    obj = gt == 2
+    prior = np.zeros(gt.shape, np.uint32)
+    prior[obj & (np.arange(gt.shape[0])[:, None] < 48)] = 2  # only the upper half found
+    scr = [Scribble(2, [[20, 90], [40, 100]]), Scribble(2, [[55, 90], [75, 100]])]
+    out = scribbles_to_mask(img, scr, prior=prior, new_ids={2})
+    assert iou(out == 2, obj) >= 0.95
+
+
+def test_other_objects_keep_prior():
+    img, gt, centres = discs_image(n_side=3, radius=11)
+    prior = gt.copy()
+    prior[gt == 5] = 0  # object 5 lost
+    # objects 1..4, 6..9 carry a deliberately odd prior (shifted by one pixel)
+    prior[1:] = np.where((prior[1:] == 0) & (gt[:-1] > 0) & (gt[:-1] != 5), gt[:-1], prior[1:])
+    r0, c0, _ = centres[4]
+    scr = [Scribble(5, [[r0 - 3, c0], [r0 + 3, c0]])]
+    out = scribbles_to_mask(img, scr, prior=prior, new_ids={5})
+    others = (prior > 0) & (prior != 5)
+    np.testing.assert_array_equal(out[others & (out != 5)], prior[others & (out != 5)])
+    # no pixel of another object was taken: those are fixed
+    assert ((out == 5) & others).sum() == 0
+    assert iou(out == 5, (gt == 5) & ~others) >= 0.8
+
+
+def test_many_touching_discs_do_not_merge():
+    img, gt, centres = discs_image(n_side=5, radius=11)
+    scr = [Scribble(k, [[r0, c0]]) for r0, c0, k in centres]
+    out = scribbles_to_mask(img, scr)
+    js = [iou(out == k, gt == k) for _, _, k in centres]
+    assert min(js) >= 0.7 and np.mean(js) >= 0.85
+    assert set(np.unique(out)) == set(range(len(centres) + 1))
+    assert_control_points(out, scr)
+
+
+def test_grey_uint16_like_low_contrast_input():
+    img, gt, centres = discs_image(n_side=3, radius=12)
+    # 16-bit camera data rescaled by the full dtype range: values squeezed into [0.0015, 0.006]
+    raw = (300 + 1200 * img[..., 0]).astype(np.uint16)
+    low = (raw.astype(np.float32) / 65535.0)[..., None]
+    scr = [Scribble(k, [[r0, c0 - 3], [r0, c0 + 3]]) for r0, c0, k in centres]
+    out = scribbles_to_mask(low, scr)
+    js = [iou(out == k, gt == k) for _, _, k in centres]
+    assert np.mean(js) >= 0.85
+    rgb = scribbles_to_mask(np.repeat(low, 3, axis=2), scr)
+    assert np.mean([iou(rgb == k, gt == k) for _, _, k in centres]) >= 0.8
+
+
+def test_memory_pool_is_used_without_error_and_helps_or_keeps():
+    img, gt = textured_two_regions(seed=2)
+    pool = MemoryPool()
+    pool.add(0, img, gt)
+    img2, gt2 = textured_two_regions(seed=9)
+    scr = [Scribble(2, [[40, 100], [48, 102]])]  # a short stroke: the pool knows the object
+    out = scribbles_to_mask(img2, scr, memory=pool)
+    assert iou(out == 2, gt2 == 2) >= 0.9
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hard_constraints_always_hold(seed):
+    rng = np.random.default_rng(seed)
+    img = rng.random((60, 70, 3)).astype(np.float32)  # pure noise: nothing to learn
+    scr = []
+    for _ in range(6):
+        oid = int(rng.integers(0, 4))
+        pts = rng.uniform([0, 0], [59, 69], (int(rng.integers(1, 5)), 2))
+        scr.append(Scribble(oid, pts))
+    prior = rng.integers(0, 3, (60, 70)).astype(np.uint32)
+    for pr, new in ((None, None), (prior, {scr[-1].object_id})):
+        out = scribbles_to_mask(img, scr, prior=pr, new_ids=new)
+        assert out.dtype == np.uint32 and out.shape == (60, 70)
+        assert_control_points(out, scr)
+
+
+def test_bad_input_raises_clear_errors():
+    img = np.zeros((20, 20, 3), np.float32)
+    with pytest.raises(ValueError, match="prior mask shape"):
+        scribbles_to_mask(img, [Scribble(1, [[5, 5]])], prior=np.zeros((3, 3), np.uint32))
+    with pytest.raises(TypeError, match="Scribble"):
+        scribbles_to_mask(img, [[1, [5, 5]]])
+    assert not scribbles_to_mask(img, []).any()

@@ -1,0 +1,199 @@
+"""Dev evaluation of CPSM with simulated users (reads /work/shared/data, never copies it).
+
+DAVIS: round 1 = one stroke along the skeleton (longest medial-axis path) of the GT
+object, no background stroke; round 2 = prior + a stroke along the largest false-
+negative region (object id) and one along the largest false-positive region (id 0).
+Cells: one click (or one skeleton stroke) per GT nucleus, per-object J.
+
+Usage::
+
+    python tools/eval_cpsm.py [davis] [cells] [--frames 0,mid] [--param name=value ...]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # stable timings on a shared, loaded CPU
+
+import argparse
+import glob
+import sys
+import time
+from collections import deque
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage as ndi
+from skimage.morphology import skeletonize
+
+from napari_ivoma.engine.cpsm import CPSMParams, scribbles_to_mask
+from napari_ivoma.engine.scribbles import Scribble
+
+DATA = os.environ.get("IVOMA_DATA", "/work/shared/data")
+DAVIS_SEQS = ["bear", "blackswan", "breakdance-flare", "car-shadow", "dog"]
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    u = np.logical_or(a, b).sum()
+    return 1.0 if u == 0 else float(np.logical_and(a, b).sum() / u)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    lab, n = ndi.label(mask, structure=np.ones((3, 3)))
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel())[1:]
+    return lab == (1 + int(np.argmax(sizes)))
+
+
+def skeleton_path(mask: np.ndarray, step: int = 3) -> np.ndarray:
+    """Points (row, col) along the longest path of the skeleton of ``mask``'s largest part."""
+    mask = largest_component(mask)
+    sk = skeletonize(mask)
+    pts = np.argwhere(sk)
+    if len(pts) == 0:
+        pts = np.argwhere(mask)
+        if len(pts) == 0:
+            return np.zeros((0, 2))
+        return pts[len(pts) // 2 : len(pts) // 2 + 1].astype(float)
+    index = {tuple(q): i for i, q in enumerate(pts)}
+    nbrs = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc]
+
+    def bfs(start):
+        prev = {start: None}
+        dq = deque([start])
+        last = start
+        while dq:
+            cur = dq.popleft()
+            last = cur
+            r, c = pts[cur]
+            for dr, dc in nbrs:
+                j = index.get((r + dr, c + dc))
+                if j is not None and j not in prev:
+                    prev[j] = cur
+                    dq.append(j)
+        return last, prev
+
+    a, _ = bfs(0)
+    b, prev = bfs(a)
+    path = []
+    cur = b
+    while cur is not None:
+        path.append(pts[cur])
+        cur = prev[cur]
+    path = np.array(path, float)
+    return path[::step] if len(path) > step else path
+
+
+def center_point(mask: np.ndarray) -> np.ndarray:
+    dt = ndi.distance_transform_edt(mask)
+    return np.array(np.unravel_index(int(np.argmax(dt)), mask.shape), float)[None]
+
+
+def load_davis(seq: str, t: int):
+    fr = sorted(glob.glob(f"{DATA}/davis/{seq}/frames/*.jpg"))
+    ms = sorted(glob.glob(f"{DATA}/davis/{seq}/masks/*.png"))
+    img = np.asarray(Image.open(fr[t]).convert("RGB"), np.float32) / 255.0
+    gt = np.asarray(Image.open(ms[t]).convert("L")) > 127
+    return img, gt, len(fr)
+
+
+def correction_strokes(pred: np.ndarray, gt: np.ndarray, oid: int, min_area: int = 30):
+    out = []
+    fn = gt & ~pred
+    fp = pred & ~gt
+    for region, lab in ((fn, oid), (fp, 0)):
+        comp = largest_component(region)
+        if comp.sum() >= min_area:
+            pts = skeleton_path(comp)
+            if len(pts):
+                out.append(Scribble(lab, pts))
+    return out
+
+
+def eval_davis(params: CPSMParams, frames: list[str], verbose: bool = True):
+    r1, r2, times = [], [], []
+    for seq in DAVIS_SEQS:
+        n = len(glob.glob(f"{DATA}/davis/{seq}/frames/*.jpg"))
+        for f in frames:
+            t = 0 if f == "0" else (n // 2 if f == "mid" else int(f))
+            img, gt, _ = load_davis(seq, t)
+            scr = [Scribble(1, skeleton_path(gt))]
+            t0 = time.perf_counter()
+            pred = scribbles_to_mask(img, scr, params=params) == 1
+            times.append(time.perf_counter() - t0)
+            j1 = jaccard(pred, gt)
+            new = correction_strokes(pred, gt, 1)
+            prior = pred.astype(np.uint32)
+            t0 = time.perf_counter()
+            pred2 = (
+                scribbles_to_mask(img, scr + new, prior=prior, new_ids={s.object_id for s in new}, params=params)
+                == 1
+            )
+            times.append(time.perf_counter() - t0)
+            j2 = jaccard(pred2, gt)
+            r1.append(j1)
+            r2.append(j2)
+            if verbose:
+                print(f"  {seq:18s} t={t:3d}  J1={j1:.3f}  J2={j2:.3f}  ({len(new)} corr strokes)  {times[-2]:.2f}s/{times[-1]:.2f}s")
+    print(f"DAVIS round1 mean J={np.mean(r1):.3f}  round2 mean J={np.mean(r2):.3f}  worse={sum(b < a - 1e-3 for a, b in zip(r1, r2))}  "
+          f"median time={np.median(times):.2f}s max={np.max(times):.2f}s")
+    return float(np.mean(r1)), float(np.mean(r2))
+
+
+def load_cells(name: str, t: int):
+    import tifffile
+
+    fr = sorted(glob.glob(f"{DATA}/cells/{name}/frames/*.tif"))
+    raw = tifffile.imread(fr[t]).astype(np.float32)
+    img = ((raw - raw.min()) / max(float(raw.max() - raw.min()), 1.0))[..., None]
+    mp = f"{DATA}/cells/{name}/masks/man_seg{t:03d}.tif"
+    gt = tifffile.imread(mp) if os.path.exists(mp) else None
+    return img, gt
+
+
+def eval_cells(params: CPSMParams, name: str, t: int, mode: str, verbose: bool = True):
+    img, gt = load_cells(name, t)
+    if gt is None:
+        print(f"no GT for {name} t={t}")
+        return None
+    ids = [int(i) for i in np.unique(gt) if i]
+    scr = []
+    for i in ids:
+        m = gt == i
+        pts = center_point(m) if mode == "click" else skeleton_path(m, step=2)
+        scr.append(Scribble(i, pts))
+    t0 = time.perf_counter()
+    pred = scribbles_to_mask(img, scr, params=params)
+    dt = time.perf_counter() - t0
+    js = [jaccard(pred == i, gt == i) for i in ids]
+    print(f"{name} t={t} {mode}: {len(ids)} objects  per-object mean J={np.mean(js):.3f}  min={np.min(js):.3f}  "
+          f"fg J={jaccard(pred > 0, gt > 0):.3f}  time={dt:.2f}s  shape={img.shape}")
+    return float(np.mean(js))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", nargs="*", default=["davis", "cells"])
+    ap.add_argument("--frames", default="0,mid")
+    ap.add_argument("--param", action="append", default=[])
+    ap.add_argument("-q", action="store_true")
+    a = ap.parse_args(argv)
+    kw = {}
+    for s in a.param:
+        k, v = s.split("=")
+        kw[k] = type(getattr(CPSMParams(), k))(float(v)) if "." in v or not v.isdigit() else type(getattr(CPSMParams(), k))(v)
+    params = CPSMParams(**kw)
+    print(params)
+    if "davis" in a.what:
+        eval_davis(params, a.frames.split(","), not a.q)
+    if "cells" in a.what:
+        eval_cells(params, "Fluo-N2DH-SIMplus-01", 0, "click")
+        eval_cells(params, "Fluo-N2DH-SIMplus-01", 0, "stroke")
+        eval_cells(params, "Fluo-N2DH-SIMplus-01", 32, "click")
+        eval_cells(params, "Fluo-N2DH-GOWT1-02", 1, "click")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
