@@ -55,7 +55,7 @@ class _Bridge(QObject):
 
 
 class AnnotatorWidget(Container):
-    """Dock widget of napari-ivoma (Plugins > IVOMA video annotation)."""
+    """Dock widget of napari-ivoma (Plugins > Annotate video (napari-ivoma))."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
