@@ -66,6 +66,7 @@ class Session:
         self.height, self.width = int(frames.shape[1]), int(frames.shape[2])
         self.backend: Backend = get_backend(backend, params)
         self._value_range = self._intensity_range()
+        self._channel_map = self._channel_projection()
         prov = {"engine_version": __version__, "backend": self.backend.name,
                 "params": self.backend.params_dict(), "source": None if source is None else str(source)}
         self.store = MaskStore(store, self.n_frames, self.height, self.width,
@@ -114,6 +115,9 @@ class Session:
                 self._images.move_to_end(t)
                 return self._images[t]
         img = to_float_image(np.asarray(self.frames[t]), self._value_range)
+        if self._channel_map is not None:
+            mean, basis, lo, hi = self._channel_map
+            img = np.clip(((img - mean) @ basis - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
         with self._lock:
             self._images[t] = img
             while len(self._images) > self._image_cache_size:
@@ -128,6 +132,26 @@ class Session:
         vals = np.concatenate([np.asarray(self.frames[t])[::4, ::4].ravel() for t in idx])
         lo, hi = np.percentile(vals, [0.5, 99.8])
         return (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
+
+    def _channel_projection(self):
+        """Frames with other than 1 or 3 channels are seen through their 3 principal components
+        (computed once from a few frames), so every backend gets grey or 3-channel images."""
+        c = 1 if len(self.frames.shape) == 3 else int(self.frames.shape[3])
+        if c in (1, 3):
+            return None
+        if c == 4 and np.dtype(self.frames.dtype) == np.uint8:
+            return None  # RGBA: to_float_image drops alpha
+        idx = sorted({0, self.n_frames // 2, self.n_frames - 1})
+        x = np.concatenate([to_float_image(np.asarray(self.frames[t]), self._value_range)[::4, ::4]
+                            .reshape(-1, c) for t in idx])
+        mean = x.mean(axis=0)
+        _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+        basis = np.zeros((c, 3), np.float32)
+        k = min(3, vt.shape[0])
+        basis[:, :k] = vt[:k].T
+        proj = (x - mean) @ basis
+        lo, hi = np.percentile(proj, 0.5, axis=0), np.percentile(proj, 99.5, axis=0)
+        return mean.astype(np.float32), basis, lo.astype(np.float32), np.maximum(hi, lo + 1e-6).astype(np.float32)
 
     def _check_t(self, t: Any) -> int:
         if isinstance(t, bool) or not isinstance(t, (int, np.integer)):

@@ -1,0 +1,200 @@
+"""The engine contract: Session.add_scribbles / propagate / set_labels / undo, stores, bad input."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from conftest import iou, moving_objects_clip
+
+from napari_ivoma.engine import Scribble, Session, StoreMismatchError
+
+
+def _disk_scribble(labels: np.ndarray, oid: int) -> Scribble:
+    rr, cc = np.nonzero(labels == oid)
+    r, c = rr.mean(), cc.mean()
+    return Scribble(oid, np.array([[r - 4, c - 6], [r, c], [r + 4, c + 6]]))
+
+
+def test_add_scribbles_makes_a_user_reference(clip):
+    frames, gt = clip
+    s = Session(frames)
+    lab = s.add_scribbles(3, [_disk_scribble(gt[3], 1), _disk_scribble(gt[3], 2)])
+    assert lab.shape == gt.shape[1:] and lab.dtype == np.uint32
+    for k in (1, 2):
+        assert iou(lab == k, gt[3] == k) > 0.85
+    assert s.references == {3: "user"}
+    assert set(s.objects) == {1, 2}
+    assert len(s.scribbles(3)) == 2
+    np.testing.assert_array_equal(np.asarray(s.labels[3]), lab)
+
+
+def test_bad_scribble_input_is_refused_clearly(clip):
+    frames, gt = clip
+    s = Session(frames)
+    with pytest.raises(ValueError, match="at least one Scribble"):
+        s.add_scribbles(0, [])
+    with pytest.raises(ValueError, match=">= 0"):
+        Scribble(-1, np.array([[1.0, 2.0]]))
+    with pytest.raises(TypeError, match="integer"):
+        Scribble(1.5, np.array([[1.0, 2.0]]))
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        Scribble(1, np.zeros((3, 3)))
+    with pytest.raises(IndexError, match="out of range"):
+        s.add_scribbles(len(frames), [Scribble(1, np.array([[5.0, 5.0]]))])
+    with pytest.warns(UserWarning, match="outside"), pytest.raises(ValueError, match="outside"):
+        s.add_scribbles(0, [Scribble(1, np.array([[-50.0, -50.0], [-40.0, -60.0]]))])
+    assert not s.references  # nothing was recorded
+
+
+def test_set_labels_validation(clip):
+    frames, gt = clip
+    s = Session(frames)
+    with pytest.raises(ValueError, match="shape"):
+        s.set_labels(0, gt[0][:-1])
+    with pytest.raises(ValueError, match="negative"):
+        s.set_labels(0, -gt[0].astype(np.int32))
+    with pytest.raises(ValueError, match="integer"):
+        s.set_labels(0, gt[0] + 0.5)
+    with pytest.raises(ValueError, match="nothing to propagate"):
+        s.propagate()
+
+
+def test_propagation_follows_moving_deforming_objects(clip):
+    frames, gt = clip
+    s = Session(frames)
+    s.set_labels(0, gt[0])
+    done = []
+    masks = s.propagate(progress=lambda d, n: done.append((d, n)))
+    out = np.asarray(masks)
+    assert out.shape == gt.shape and out.dtype == np.uint32
+    for t in range(len(gt)):
+        for k in (1, 2):
+            assert iou(out[t] == k, gt[t] == k) >= 0.9, (t, k)
+    assert done and done[-1][0] == done[-1][1] and [d for d, _ in done] == sorted(d for d, _ in done)
+    np.testing.assert_array_equal(out[0], gt[0])  # the reference itself is never changed
+
+
+def test_object_leaving_and_reentering_with_two_references():
+    frames, gt = moving_objects_clip(n_frames=20, leave=True)
+    absent = [t for t in range(20) if not (gt[t] == 1).any()]
+    assert absent, "the clip must make object 1 leave the frame"
+    s = Session(frames)
+    s.set_labels(0, gt[0])
+    s.set_labels(19, gt[19])
+    out = np.asarray(s.propagate())
+    for t in absent:
+        assert (out[t] == 1).sum() < 0.05 * (gt[0] == 1).sum(), t  # gone means gone
+    for t in range(20):
+        assert iou(out[t] == 2, gt[t] == 2) >= 0.9, t
+
+
+def test_propagation_is_incremental_and_respects_references(clip):
+    frames, gt = clip
+    n = len(frames)
+    s = Session(frames)
+    s.set_labels(0, gt[0])
+    s.set_labels(n - 1, gt[n - 1])
+    first = np.asarray(s.propagate()).copy()
+    calls = []
+    again = np.asarray(s.propagate(progress=lambda d, t: calls.append(d)))
+    assert calls == []  # nothing changed: nothing recomputed
+    np.testing.assert_array_equal(again, first)
+    # a correction on frame 8: a reference that changes frames between its neighbours only
+    edited = gt[8].copy()
+    edited[gt[8] == 2] = 0  # the user says: object 2 is not here
+    s.set_labels(8, edited)
+    out = np.asarray(s.propagate())
+    np.testing.assert_array_equal(out[8], edited)
+    np.testing.assert_array_equal(out[0], gt[0])
+    np.testing.assert_array_equal(out[n - 1], gt[n - 1])
+    assert (out[7] == 2).sum() < (first[7] == 2).sum()  # the correction visibly changes neighbours
+
+
+def test_start_stop_only_touch_that_range(clip):
+    frames, gt = clip
+    s = Session(frames)
+    s.set_labels(0, gt[0])
+    s.propagate(start=0, stop=5)
+    out = np.asarray(s.labels)
+    assert all(out[t].any() for t in range(1, 5))
+    assert not any(out[t].any() for t in range(5, len(frames)))
+
+
+def test_cancel_keeps_frames_not_reached(clip):
+    frames, gt = clip
+    s = Session(frames)
+    s.set_labels(0, gt[0])
+    ev = threading.Event()
+
+    def progress(done, total):
+        if done == 4:
+            ev.set()
+
+    s.propagate(progress=progress, cancel=ev)
+    out = np.asarray(s.labels)
+    reached = [t for t in range(1, len(frames)) if out[t].any()]
+    assert reached == [1, 2, 3, 4]
+    s.propagate()  # resumes: the rest gets computed
+    assert all(np.asarray(s.labels[t]).any() for t in range(len(frames)))
+
+
+def test_undo_reverts_action_and_its_propagation(clip):
+    frames, gt = clip
+    s = Session(frames)
+    s.set_labels(0, gt[0])
+    s.propagate()
+    before = np.asarray(s.labels).copy()
+    edited = gt[8].copy()
+    edited[edited == 2] = 0
+    s.set_labels(8, edited)
+    s.propagate()
+    assert not np.array_equal(np.asarray(s.labels), before)
+    assert s.undo() == 8
+    np.testing.assert_array_equal(np.asarray(s.labels), before)
+    assert s.references == {0: "user"}
+    s.undo()
+    assert not np.asarray(s.labels).any() and not s.references
+    with pytest.raises(RuntimeError, match="nothing to undo"):
+        s.undo()
+
+
+def test_store_persists_and_resumes(tmp_path, clip):
+    frames, gt = clip
+    path = tmp_path / "masks.ivoma.zarr"
+    s = Session(frames, store=path, source="clip.mp4")
+    s.set_labels(0, gt[0])
+    s.propagate()
+    saved = np.asarray(s.labels).copy()
+    del s
+    r = Session(frames, store=path)
+    np.testing.assert_array_equal(np.asarray(r.labels), saved)
+    assert r.references == {0: "user"} and set(r.objects) == {1, 2}
+    calls = []
+    r.propagate(progress=lambda d, t: calls.append(d))
+    assert calls == []  # resumed work is not redone
+    other = frames[:, ::-1].copy()
+    with pytest.raises(StoreMismatchError, match="another video"):
+        Session(other, store=path)
+    np.testing.assert_array_equal(np.asarray(Session(frames, store=path).labels), saved)
+
+
+def test_frames_validation():
+    with pytest.raises(ValueError, match=r"\(T, H, W\)"):
+        Session(np.zeros((4, 5)))
+    with pytest.raises(ValueError, match="dtype"):
+        Session(np.zeros((2, 4, 5), dtype=object))
+
+
+def test_grey_16bit_and_multichannel_frames():
+    frames, gt = moving_objects_clip(n_frames=6)
+    grey16 = (frames.mean(axis=3) * 40 + 1000).astype(np.uint16)
+    s = Session(grey16)
+    s.set_labels(0, gt[0])
+    out = np.asarray(s.propagate())
+    assert iou(out[5] > 0, gt[5] > 0) > 0.8
+    five = np.concatenate([frames, frames[..., :2]], axis=3)  # 5 channels
+    s5 = Session(five)
+    s5.set_labels(0, gt[0])
+    assert np.asarray(s5.propagate())[5].any()
