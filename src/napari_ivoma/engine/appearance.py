@@ -109,46 +109,38 @@ def pixel_features(image: np.ndarray) -> np.ndarray:
 
 
 class PixelClassifier:
-    """Binary pixel classifier (object vs. background), trained from scratch in milliseconds.
+    """Binary pixel classifier (object vs. background): extremely randomised trees.
 
-    Kernel logistic regression: features are standardised, mapped by random Fourier
-    features (an approximation of a Gaussian kernel) and a weighted, L2-regularised
-    logistic regression is fitted by a few Newton (IRLS) steps.  Deterministic.
+    A small numpy implementation of extra-trees (random feature, random threshold
+    between two random samples of the node, best of ``n_try`` by weighted Gini),
+    grown level by level for all trees at once.  Axis-aligned random splits make the
+    ensemble vote with every feature that separates the classes, so it generalises
+    to pixels that resemble the samples in only some features (e.g. the rim of an
+    object whose centre was scribbled).  Deterministic for a given ``seed``.
 
     Parameters
     ----------
-    n_features : int
-        Number of random Fourier features.
-    gamma : float
-        Kernel width: the Gaussian kernel is ``exp(-gamma * |x - y|^2 / F)`` on standardised features.
-    l2 : float
-        Ridge penalty of the logistic regression.
-    newton_steps : int
-        IRLS iterations.
+    n_trees : int
+    max_depth : int
+    min_leaf : int
+        A node with fewer samples than ``2 * min_leaf`` is not split.
+    n_try : int or None
+        Candidate splits per node (default ``sqrt(F)``).
     """
 
     def __init__(
-        self, n_features: int = 128, gamma: float = 1.0, l2: float = 1e-2, newton_steps: int = 5, seed: int = 0,
-        min_relevance: float = 0.1,
+        self, n_trees: int = 16, max_depth: int = 9, min_leaf: int = 3, n_try: int | None = None, seed: int = 0
     ):
-        self.min_relevance = min_relevance
-        self.n_features = n_features
-        self.gamma = gamma
-        self.l2 = l2
-        self.newton_steps = newton_steps
+        self.n_trees = n_trees
+        self.max_depth = max_depth
+        self.min_leaf = min_leaf
+        self.n_try = n_try
         self.seed = seed
-        self._coef: np.ndarray | None = None
-
-    def _map(self, x: np.ndarray) -> np.ndarray:
-        z = (x - self._mean) * self._scale
-        z = z @ self._w
-        z += self._b
-        np.cos(z, out=z)
-        return z
+        self._feat: np.ndarray | None = None
 
     def fit(self, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> PixelClassifier:
         """Train on features ``x`` (N, F), labels ``y`` in {0, 1}, optional sample weights."""
-        x = np.asarray(x, np.float32)
+        x = np.ascontiguousarray(x, np.float32)
         y = np.asarray(y, np.float64)
         if len(x) == 0 or y.min() == y.max():
             raise ValueError("PixelClassifier needs samples of both classes")
@@ -156,47 +148,83 @@ class PixelClassifier:
         for c in (0.0, 1.0):  # balance: each class gets half of the total weight
             sel = y == c
             w[sel] *= 0.5 / max(float(w[sel].sum()), 1e-12)
-        w *= len(x)
-        f = x.shape[1]
         rng = np.random.default_rng(self.seed)
-        self._mean = x.mean(0)
-        # relevance weighting (a cheap ARD): features that separate the classes get a
-        # narrower kernel, irrelevant ones are nearly ignored -> generalises to unseen
-        # combinations of irrelevant features (e.g. object rims when only the centre was scribbled)
-        sw = w / w.sum()
-        m1 = (sw[y == 1, None] * x[y == 1]).sum(0) / sw[y == 1].sum()
-        m0 = (sw[y == 0, None] * x[y == 0]).sum(0) / sw[y == 0].sum()
-        v1 = (sw[y == 1, None] * (x[y == 1] - m1) ** 2).sum(0) / sw[y == 1].sum()
-        v0 = (sw[y == 0, None] * (x[y == 0] - m0) ** 2).sum(0) / sw[y == 0].sum()
-        fisher = (m1 - m0) ** 2 / (v1 + v0 + 1e-4 * (x.var(0) + 1e-6))
-        rel = np.sqrt(fisher / max(fisher.sum(), 1e-12) * f) + self.min_relevance
-        self._scale = (rel / (x.std(0) + 1e-3)).astype(np.float32)
-        self._w = (rng.standard_normal((f, self.n_features)) * np.sqrt(2.0 * self.gamma / f)).astype(np.float32)
-        self._b = rng.uniform(0, 2 * np.pi, self.n_features).astype(np.float32)
-        phi = np.concatenate([self._map(x), np.ones((len(x), 1), np.float32)], 1)
-        coef = np.zeros(phi.shape[1])
-        reg = self.l2 * len(x) * np.eye(phi.shape[1])
-        reg[-1, -1] = 1e-8
-        for _ in range(self.newton_steps):
-            p = 1.0 / (1.0 + np.exp(-np.clip(phi @ coef, -30, 30)))
-            s = w * np.maximum(p * (1 - p), 1e-6)
-            grad = phi.T @ (w * (p - y)) + reg @ coef
-            hess = (phi * s[:, None].astype(np.float32)).T @ phi + reg
-            coef -= np.linalg.solve(hess, grad)
-        self._coef = coef.astype(np.float32)
+        n, f = x.shape
+        t_n, depth = self.n_trees, self.max_depth
+        k_try = self.n_try or max(1, int(round(np.sqrt(f))))
+        n_nodes = 2 ** (depth + 1) - 1
+        feat = np.zeros((t_n, n_nodes), np.int32)
+        thr = np.full((t_n, n_nodes), np.inf, np.float32)
+        flat_x = x.ravel()
+        # all trees at once: row r = (tree, sample)
+        samp = np.tile(np.arange(n), t_n)
+        tree = np.repeat(np.arange(t_n), n)
+        ww = np.tile(w, t_n)
+        wy = np.tile(w * y, t_n)
+        node = np.zeros(t_n * n, np.int64)  # node index within the level
+        for d in range(depth):
+            n_lvl = 2**d
+            key = tree * n_lvl + node
+            n_grp = t_n * n_lvl
+            cnt = np.bincount(key, minlength=n_grp)
+            tot = np.bincount(key, ww, minlength=n_grp)
+            pos = np.bincount(key, wy, minlength=n_grp)
+            order = np.argsort(key, kind="stable")
+            start = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+            best_score = np.full(n_grp, np.inf)
+            best_f = np.zeros(n_grp, np.int32)
+            best_t = np.full(n_grp, np.inf, np.float32)
+            for _ in range(k_try):
+                fs = rng.integers(0, f, n_grp)
+                a = samp[order[np.minimum(start + (rng.random(n_grp) * cnt).astype(np.int64), len(order) - 1)]]
+                b = samp[order[np.minimum(start + (rng.random(n_grp) * cnt).astype(np.int64), len(order) - 1)]]
+                u = rng.random(n_grp)
+                ts = (flat_x[a * f + fs] * u + flat_x[b * f + fs] * (1 - u)).astype(np.float32)
+                left = flat_x[samp * f + fs[key]] <= ts[key]
+                wl = np.bincount(key, ww * left, minlength=n_grp)
+                pl = np.bincount(key, wy * left, minlength=n_grp)
+                wr, pr = tot - wl, pos - pl
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    score = pl * (wl - pl) / wl + pr * (wr - pr) / wr  # weighted Gini / 2
+                score[(wl <= 0) | (wr <= 0)] = np.inf
+                better = score < best_score
+                best_score[better] = score[better]
+                best_f[better] = fs[better]
+                best_t[better] = ts[better]
+            leaf = (cnt < 2 * self.min_leaf) | (pos <= 0) | (pos >= tot) | ~np.isfinite(best_score)
+            best_t[leaf] = np.inf
+            best_f[leaf] = 0
+            base = n_lvl - 1
+            feat[:, base : base + n_lvl] = best_f.reshape(t_n, n_lvl)
+            thr[:, base : base + n_lvl] = best_t.reshape(t_n, n_lvl)
+            right = flat_x[samp * f + best_f[key]] > best_t[key]
+            node = 2 * node + right
+        n_lvl = 2**depth
+        key = tree * n_lvl + node
+        tot = np.bincount(key, ww, minlength=t_n * n_lvl)
+        pos = np.bincount(key, wy, minlength=t_n * n_lvl)
+        prior_w = 0.5 / max(n, 1)  # a little smoothing toward 0.5
+        self._leaf = ((pos + 0.5 * prior_w) / (tot + prior_w)).astype(np.float32).reshape(t_n, n_lvl)
+        self._feat, self._thr, self._nf = feat, thr, f
         return self
 
-    def predict_proba(self, x: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Probability of class 1 for features ``x`` (..., F); same leading shape out."""
-        if self._coef is None:
+        if self._feat is None:
             raise RuntimeError("PixelClassifier.predict_proba called before fit")
         shape = x.shape[:-1]
-        flat = x.reshape(-1, x.shape[-1])
-        out = np.empty(len(flat), np.float32)
-        for i in range(0, len(flat), chunk):
-            z = self._map(flat[i : i + chunk]) @ self._coef[:-1] + self._coef[-1]
-            out[i : i + chunk] = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
-        return out.reshape(shape)
+        flat = np.ascontiguousarray(x, np.float32).reshape(-1)
+        m = len(flat) // self._nf
+        rowbase = np.arange(m, dtype=np.int64) * self._nf
+        out = np.zeros(m, np.float32)
+        depth = self.max_depth
+        for t in range(self.n_trees):
+            idx = np.zeros(m, np.int64)  # global node index
+            for _ in range(depth):
+                go = np.take(flat, rowbase + self._feat[t, idx]) > self._thr[t, idx]
+                idx = 2 * idx + 1 + go
+            out += self._leaf[t, idx - (2**depth - 1)]
+        return (out / self.n_trees).reshape(shape)
 
 
 # --------------------------------------------------------------------------- memory pool

@@ -61,6 +61,10 @@ class CPSMParams:
         prior mask of the object.
     min_start : float
         Lower bound (pixels) of the distance where background starts.
+    auto_weight : float
+        Weight of the automatic background samples (x 0.3 when the user drew background).
+    ramp : float
+        Automatic background samples are weighted up linearly over ``ramp * start`` beyond the start.
     spatial_weight : float
         Penalty (nats) per ``start`` distance beyond the start for foreground.
     max_reach : float
@@ -69,6 +73,8 @@ class CPSMParams:
         Weight of the contrast-sensitive smoothness term of the graph cut.
     prior_weight : float
         Cost (nats) of disagreeing with the prior mask in correction rounds.
+    distrust : float
+        Correction rounds: the prior is ignored within ``distrust * sqrt(area / pi)`` of a new scribble.
     self_train : int
         Rounds of retraining the appearance model on the previous cut.
     n_samples : int
@@ -79,15 +85,18 @@ class CPSMParams:
 
     spacing: float = 4.0
     cp_radius: int = 1
-    bg_start: float = 0.45
+    bg_start: float = 0.35
     click_scale: float = 1.8
     prior_scale: float = 0.5
     click_core: float = 0.5
     min_start: float = 6.0
+    auto_weight: float = 1.0
+    ramp: float = 1.0
     spatial_weight: float = 2.0
     max_reach: float = 3.0
     smooth: float = 2.0
     prior_weight: float = 1.0
+    distrust: float = 0.4
     self_train: int = 1
     n_samples: int = 1500
     memory_weight: float = 0.5
@@ -325,7 +334,7 @@ def scribbles_to_mask(
     out = prior.copy()
     if active:
         fixed = (prior > 0) & ~np.isin(prior, list(active))
-        labels = _segment(img, strokes, prior, fixed, sorted(active), memory, p)
+        labels = _segment(img, strokes, prior, fixed, sorted(active), memory, p, new_raster >= 0)
         out[~fixed] = 0
         out[~fixed & (labels > 0)] = labels[~fixed & (labels > 0)]
         if prior.any():
@@ -357,27 +366,29 @@ def _object_scales(
     """Per object: distance (pixels) from its strokes/prior where automatic background
     starts, and for click-only objects the radius of the blob under the click."""
     starts: dict[int, float] = {}
-    clicks: dict[int, np.ndarray] = {}
+    centres: dict[int, np.ndarray] = {}
+    exts: dict[int, float] = {}
     for k in ids:
         cand = [p.min_start]
         ys, xs = np.nonzero(strokes == k)
         if len(ys):
-            ext = float(np.hypot(np.ptp(ys), np.ptp(xs)))
-            if ext >= 3.0:
-                cand.append(p.bg_start * ext)
-            else:
-                clicks[k] = np.array([ys.mean(), xs.mean()])
+            exts[k] = float(np.hypot(np.ptp(ys), np.ptp(xs)))
+            cand.append(p.bg_start * exts[k])
+            mid = len(ys) // 2
+            centres[k] = np.array([ys[mid], xs[mid]], float)
         area = int((prior == k).sum())
         if area:
             cand.append(p.prior_scale * np.sqrt(area / np.pi))
         starts[k] = float(max(cand))
     radii: dict[int, float] = {}
-    if clicks:
-        keys = list(clicks)
-        rs = _blob_radii(light, np.array([clicks[k] for k in keys]))
+    if centres:
+        keys = list(centres)
+        rs = _blob_radii(light, np.array([centres[k] for k in keys]))
         for k, r in zip(keys, rs):
-            radii[k] = float(r)
-            starts[k] = max(starts[k], p.click_scale * float(r))
+            # clicks and short strokes on a blob: the blob's scale tells the object's extent
+            if exts[k] < 2.0 * float(r) and not (prior == k).any():
+                radii[k] = float(r)
+                starts[k] = max(starts[k], p.click_scale * float(r))
     return starts, radii
 
 
@@ -389,6 +400,7 @@ def _segment(
     active: list[int],
     memory: MemoryPool | None,
     p: CPSMParams,
+    new_mask: np.ndarray,
 ) -> np.ndarray:
     """Labels of the active objects (0 elsewhere) for one frame."""
     h, w = img.shape[:2]
@@ -442,24 +454,35 @@ def _segment(
     pen_c = crop(pen)
     ring = far_c & (pen_c < 2.0)
     prior_c = crop(prior_fg)
+    # the prior is not trusted near the new scribbles: they say it is wrong there
+    distrust = np.zeros(prior_c.shape, bool)
+    if prior.any() and new_mask.any():
+        area = max(int(prior_fg.sum()), 1)
+        zone = max(p.min_start, p.distrust * np.sqrt(area / np.pi))
+        distrust = crop(_distance_from(new_mask)) < zone
 
     # training samples (indices into the ROI) and weights
     def samples(pos_extra: np.ndarray | None, neg_extra: np.ndarray | None):
         xs, ys, ws = [], [], []
 
-        def add(mask, label, n, weight):
+        def add(mask, label, n, weight, per_pixel=None):
             idx = _sample(mask, n, rng)
             if len(idx):
                 xs.append(flat[idx])
                 ys.append(np.full(len(idx), label, np.float32))
-                ws.append(np.full(len(idx), weight / len(idx), np.float32))
+                wi = np.full(len(idx), 1.0, np.float32) if per_pixel is None else per_pixel.ravel()[idx]
+                ws.append(weight * wi / max(float(wi.sum()), 1e-6))
 
         add(pos_mask, 1, p.n_samples, 1.0)
         add(neg_user, 0, p.n_samples, 1.0)
-        add(ring, 0, p.n_samples // 2, 0.6)
-        add(far_c & ~ring, 0, p.n_samples // 2, 0.4)
+        # automatic background: trusted more the farther it is from the objects
+        auto_w = p.auto_weight * (0.3 if user_bg.any() else 1.0) * (0.3 if mem_pos else 1.0)
+        ramp = np.clip((pen_c - 1.0) / p.ramp, 0.05, 1.0)
+        add(ring, 0, p.n_samples // 2, 0.6 * auto_w, ramp)
+        add(far_c & ~ring, 0, p.n_samples // 2, 0.4 * auto_w, ramp)
         if prior_c.any():
-            add(cv2.erode(prior_c.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0, 1, p.n_samples, 0.7)
+            inner = cv2.erode(prior_c.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+            add(inner & ~distrust, 1, p.n_samples, 0.7)
             near_bg = ~prior_c & ~far_c & (pen_c < 1.0) & ~crop(fixed) & ~pos_mask
             add(near_bg, 0, p.n_samples // 2, 0.5)
         if pos_extra is not None:
@@ -484,10 +507,13 @@ def _segment(
     prior_cost_fg = np.zeros(pos_mask.shape, np.float32)
     prior_cost_bg = np.zeros(pos_mask.shape, np.float32)
     if prior.any():
-        prior_cost_fg[~prior_c] = p.prior_weight
-        prior_cost_bg[prior_c] = p.prior_weight
+        prior_cost_fg[~prior_c & ~distrust] = p.prior_weight
+        prior_cost_bg[prior_c & ~distrust] = p.prior_weight
 
     fg = None
+    mem_pos = memory is not None and bool(memory.object_ids() & set(active))
+    if mem_pos:
+        spatial = spatial * 0.5
     for it in range(1 + max(0, p.self_train)):
         if fg is None:
             x, y, wt = samples(None, None)
