@@ -198,3 +198,35 @@ def test_grey_16bit_and_multichannel_frames():
     s5 = Session(five)
     s5.set_labels(0, gt[0])
     assert np.asarray(s5.propagate())[5].any()
+
+
+def test_hand_edit_in_place_is_undoable_with_previous(clip):
+    frames, gt = clip
+    s = Session(frames)
+    s.set_labels(0, gt[0])
+    s.propagate()
+    before = np.asarray(s.labels[5]).copy()
+    painted = before.copy()
+    painted[:10, :10] = 7  # a brush wrote into the store's array directly
+    s.labels[5] = painted
+    s.set_labels(5, painted, previous=before)
+    assert s.references == {0: "user", 5: "user"} and 7 in s.objects
+    s.undo()
+    np.testing.assert_array_equal(np.asarray(s.labels[5]), before)
+    assert s.references == {0: "user"}
+
+
+def test_remove_reference_recomputes_that_frame(clip):
+    frames, gt = clip
+    s = Session(frames)
+    s.set_labels(0, gt[0])
+    blank = np.zeros_like(gt[6])
+    s.set_labels(6, blank)  # a wrong reference: says nothing is there
+    s.propagate()
+    assert not np.asarray(s.labels[6]).any()
+    s.remove_reference(6)
+    assert s.references == {0: "user"}
+    out = np.asarray(s.propagate())
+    assert iou(out[6] == 1, gt[6] == 1) >= 0.9
+    with pytest.raises(ValueError, match="not a reference"):
+        s.remove_reference(3)

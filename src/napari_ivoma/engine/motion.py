@@ -54,12 +54,19 @@ class FlowCache:
         OpenCV DIS preset.
     max_bytes : int
         Cache bound; flows are stored as float16.
+    scale : float
+        Flow is computed on frames resized by this factor (then resized back), trading a little
+        precision (the band cut refines outlines anyway) for speed; never below ``min_size``
+        pixels on the longer side.
     """
 
+    min_size = 400
+
     def __init__(self, gray: Callable[[int], np.ndarray], preset: str = "medium",
-                 max_bytes: int = 256 * 2**20):
+                 max_bytes: int = 256 * 2**20, scale: float = 1.0):
         self._gray = gray
         self.preset = preset
+        self.scale = float(scale)
         self.max_bytes = max_bytes
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._bytes = 0
@@ -81,7 +88,18 @@ class FlowCache:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key].astype(np.float32)
-        f = self._dis().calc(self._gray(dst), self._gray(src), None)
+        a, b = self._gray(dst), self._gray(src)
+        h, w = a.shape
+        scale = min(1.0, max(self.scale, self.min_size / max(h, w)))
+        if scale < 1.0:
+            size = (max(8, round(w * scale)), max(8, round(h * scale)))
+            small = self._dis().calc(cv2.resize(a, size, interpolation=cv2.INTER_AREA),
+                                     cv2.resize(b, size, interpolation=cv2.INTER_AREA), None)
+            f = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+            f[..., 0] *= w / size[0]
+            f[..., 1] *= h / size[1]
+        else:
+            f = self._dis().calc(a, b, None)
         self.computed += 1
         f16 = f.astype(np.float16)
         with self._lock:

@@ -43,12 +43,15 @@ class MRGSParams:
     """Parameters of propagation (defaults = best measured on the benchmark)."""
 
     flow_preset: str = "medium"
+    flow_scale: float = 0.5      # optical flow on frames resized by this factor
+    pool_weight: float = 0.5     # weight of the other references' colours in an object's model
     band: int = 10               # half-width (px) of the region of interest around the warped outline
     warp_weight: float = 2.0     # log-odds of the spatial prior at `band` px inside the warped outline
     appearance_weight: float = 1.0
     smooth: float = 2.0          # weight of the contrast-sensitive smoothness of the cut
     hist_bins: int = 16          # colour histogram bins per channel (grey: 4x as many)
     min_area: int = 12           # an object smaller than this (px) has vanished
+    max_cut_pixels: int = 40000  # larger regions of interest are cut at a lower resolution
     bidirectional: bool = True
 
 
@@ -97,22 +100,57 @@ def _expand(box, margin: int, shape) -> tuple[int, int, int, int]:
 
 # --------------------------------------------------------------------------- appearance
 class ColourModel:
-    """Object-vs-surroundings colour histogram of one object on a reference frame.
+    """Object-vs-surroundings colour log-likelihood ratio of one object.
 
-    Foreground: the object's pixels; background: a band around the object (its local
+    Foreground: the object's pixels; background: a ring around the object (its local
     surroundings, where confusion happens), so the model is local, not global.
+
+    Parameters
+    ----------
+    fg, bg : (n_bins,) arrays
+        Colour histograms of the object and of its surroundings (any scale).
     """
 
-    def __init__(self, qimage: np.ndarray, mask: np.ndarray, n_bins: int, band: int):
-        self.n_bins = n_bins
-        ring = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(
-            cv2.MORPH_ELLIPSE, (4 * band + 1, 4 * band + 1))).astype(bool) & ~mask
-        fg = np.bincount(qimage[mask], minlength=n_bins).astype(np.float32) + 1.0
-        bg = np.bincount(qimage[ring], minlength=n_bins).astype(np.float32) + 1.0
-        self.llr = np.clip(np.log(fg / fg.sum()) - np.log(bg / bg.sum()), -4.0, 4.0).astype(np.float32)
+    def __init__(self, fg: np.ndarray, bg: np.ndarray):
+        fg = fg / max(fg.sum(), 1e-9) + 1e-4
+        bg = bg / max(bg.sum(), 1e-9) + 1e-4
+        self.llr = np.clip(np.log(fg) - np.log(bg), -4.0, 4.0).astype(np.float32)
 
     def __call__(self, qcrop: np.ndarray) -> np.ndarray:
         return self.llr[qcrop]
+
+
+def colour_histograms(qimage: np.ndarray, labels: np.ndarray, n_bins: int,
+                      band: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Normalised colour histograms of every object of a frame and of the ring around it."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (4 * band + 1, 4 * band + 1))
+    out = {}
+    for oid in np.unique(labels):
+        if oid == 0:
+            continue
+        mask = labels == oid
+        sm = SoftMask.from_binary(mask)
+        r0, r1, c0, c1 = _expand(sm.box, 2 * band + 1, labels.shape)
+        m = mask[r0:r1, c0:c1]
+        ring = cv2.dilate(m.astype(np.uint8), kernel).astype(bool) & ~m
+        q = qimage[r0:r1, c0:c1]
+        fg = np.bincount(q[m], minlength=n_bins).astype(np.float32)
+        bg = np.bincount(q[ring], minlength=n_bins).astype(np.float32)
+        out[int(oid)] = (fg / max(fg.sum(), 1.0), bg / max(bg.sum(), 1.0))
+    return out
+
+
+def pooled_models(ref: int, hists: dict[int, dict[int, tuple]], pool_weight: float) -> dict[int, ColourModel]:
+    """Colour models of the objects of reference ``ref``, completed by the other references
+    (the memory pool), weighted ``pool_weight`` in total."""
+    models = {}
+    for oid, (fg, bg) in hists[ref].items():
+        others = [h[oid] for t, h in hists.items() if t != ref and oid in h]
+        if others and pool_weight > 0:
+            fg = fg + pool_weight * np.mean([o[0] for o in others], axis=0)
+            bg = bg + pool_weight * np.mean([o[1] for o in others], axis=0)
+        models[oid] = ColourModel(fg, bg)
+    return models
 
 
 def quantize(image: np.ndarray, bins: int) -> np.ndarray:
@@ -184,28 +222,47 @@ def track_object(prev: SoftMask, flow: np.ndarray, image: np.ndarray, qimage: np
     pr0, _, pc0, _ = prev.box
     warped = cv2.remap(prev.prob, xs + f[..., 0] - pc0, ys + f[..., 1] - pr0, cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    inside = warped > 0.5
-    if inside.sum() < params.min_area:
+    if (warped > 0.5).sum() < params.min_area:
         return None
+    crop_img, crop_q = image[r0:r1, c0:c1], qimage[r0:r1, c0:c1]
+    ch, cw = warped.shape
+    scale = min(1.0, float(np.sqrt(params.max_cut_pixels / (ch * cw))))
+    if scale < 1.0:  # large objects are re-segmented at a lower resolution, then resized back
+        size = (max(4, round(cw * scale)), max(4, round(ch * scale)))
+        warped_s = cv2.resize(warped, size, interpolation=cv2.INTER_AREA)
+        crop_img = cv2.resize(crop_img, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
+        crop_q = cv2.resize(crop_q, size, interpolation=cv2.INTER_NEAREST)
+    else:
+        warped_s = warped
+    fg = _band_cut(warped_s, crop_img, crop_q, model, params, params.band * scale)
+    if scale < 1.0:
+        prob = cv2.resize(fg.astype(np.float32), (cw, ch), interpolation=cv2.INTER_LINEAR)
+    else:
+        prob = fg.astype(np.float32)
+    prob = cv2.GaussianBlur(prob, (0, 0), 0.7)
+    out = SoftMask(box, prob)
+    return out if out.area() >= params.min_area else None
+
+
+def _band_cut(warped: np.ndarray, image: np.ndarray, qimage: np.ndarray, model: ColourModel | None,
+              params: MRGSParams, band: float) -> np.ndarray:
+    """Graph cut of one object inside the band of half-width ``band`` around its warped outline."""
+    inside = warped > 0.5
     d_in = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 3)
     d_out = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, 3)
     signed = np.where(inside, d_in, -d_out)  # > 0 inside the warped object
-    band = float(params.band)
+    band = max(float(band), 2.0)
     # spatial prior (log-odds): grows with the distance from the warped outline
     logit = params.warp_weight * np.clip(signed / band, -1.5, 1.5)
     if model is not None:
-        logit = logit + params.appearance_weight * model(qimage[r0:r1, c0:c1])
+        logit = logit + params.appearance_weight * model(qimage)
     hard_fg = signed >= band
     hard_bg = signed <= -band
     u_fg = np.logaddexp(0, -logit).astype(np.float32)   # -log sigmoid(logit)
     u_bg = np.logaddexp(0, logit).astype(np.float32)
     u_fg[hard_bg] = 1e6
     u_bg[hard_fg] = 1e6
-    fg = cut(u_fg, u_bg, image[r0:r1, c0:c1], params.smooth, ~(hard_fg | hard_bg))
-    if fg.sum() < params.min_area:
-        return None
-    prob = cv2.GaussianBlur(fg.astype(np.float32), (0, 0), 0.7)
-    return SoftMask(box, prob)
+    return cut(u_fg, u_bg, image, params.smooth, ~(hard_fg | hard_bg))
 
 
 def fuse_directions(fwd: SoftMask | None, bwd: SoftMask | None, w_fwd: float,
@@ -246,22 +303,15 @@ def merge_objects(masks: dict[int, SoftMask], shape: tuple[int, int]) -> np.ndar
 class _Pass:
     """One direction of tracking from a reference frame through a span."""
 
-    def __init__(self, session, ref: int, step: int, flows: FlowCache, params: MRGSParams):
+    def __init__(self, session, ref: int, step: int, flows: FlowCache, params: MRGSParams,
+                 models: dict[int, ColourModel]):
         self.session, self.step, self.flows, self.params = session, step, flows, params
         labels = session.store.read(ref)
-        image = session.image(ref)
-        q = quantize(image, params.hist_bins)
-        n_bins = n_colour_bins(image, params.hist_bins)
+        self.models = models
         self.state: dict[int, SoftMask] = {}
-        self.models: dict[int, ColourModel] = {}
         for oid in np.unique(labels):
-            if oid == 0:
-                continue
-            m = labels == oid
-            sm = SoftMask.from_binary(m)
-            if sm is not None:
-                self.state[int(oid)] = sm
-                self.models[int(oid)] = ColourModel(q, m, n_bins, params.band)
+            if oid:
+                self.state[int(oid)] = SoftMask.from_binary(labels == oid)
         self.t = ref
 
     def advance(self) -> dict[int, SoftMask]:
@@ -281,6 +331,20 @@ class _Pass:
         return self.state
 
 
+def _reference_histograms(session, refs: dict[int, int], params: MRGSParams) -> dict[int, dict]:
+    """Colour histograms of the objects of every reference (cached by reference revision)."""
+    cache = session.__dict__.setdefault("_ref_hists", {})
+    out = {}
+    for t, rev in refs.items():
+        key = (t, rev, params.hist_bins, params.band)
+        if key not in cache:
+            image = session.image(t)
+            cache[key] = colour_histograms(quantize(image, params.hist_bins), session.store.read(t),
+                                           n_colour_bins(image, params.hist_bins), params.band)
+        out[t] = cache[key]
+    return out
+
+
 def propagate_session(session, start: int, stop: int, progress: Callable[[int, int], None] | None,
                       is_cancelled: Callable[[], bool]) -> int:
     """Propagate every stale span of ``session`` inside ``[start, stop)``; returns frames written."""
@@ -289,10 +353,12 @@ def propagate_session(session, start: int, stop: int, progress: Callable[[int, i
     refs = {t: r["revision"] for t, r in store.references.items() if r["kind"] == "user"}
     computed = np.asarray(store.computed_from[:])
     flows = getattr(session, "_flows", None)
-    if flows is None or flows.preset != params.flow_preset:
-        flows = FlowCache(lambda t: to_gray_u8(session.image(t)), params.flow_preset)
+    if flows is None or flows.preset != params.flow_preset or flows.scale != params.flow_scale:
+        flows = FlowCache(lambda t: to_gray_u8(session.image(t)), params.flow_preset,
+                          scale=params.flow_scale)
         session._flows = flows
     shape = (session.height, session.width)
+    hists = _reference_histograms(session, refs, params)
 
     jobs = []
     for a, b in plan_segments(refs, session.n_frames):
@@ -323,7 +389,7 @@ def propagate_session(session, start: int, stop: int, progress: Callable[[int, i
         fwd_results: dict[int, tuple] = {}
         use_bwd = b is not None and (params.bidirectional or a is None)
         if a is not None:
-            tracker = _Pass(session, a, +1, flows, params)
+            tracker = _Pass(session, a, +1, flows, params, pooled_models(a, hists, params.pool_weight))
             for t in range(a + 1, last + 1):
                 if is_cancelled():
                     return written
@@ -337,7 +403,7 @@ def propagate_session(session, start: int, stop: int, progress: Callable[[int, i
                         written += 1
                     tick()
         if use_bwd:
-            tracker = _Pass(session, b, -1, flows, params)
+            tracker = _Pass(session, b, -1, flows, params, pooled_models(b, hists, params.pool_weight))
             for t in range(b - 1, first - 1, -1):
                 if is_cancelled():
                     return written

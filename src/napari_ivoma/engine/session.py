@@ -208,8 +208,17 @@ class Session:
             self.memory.add(t, image, labels)
         return labels
 
-    def set_labels(self, t: int, labels: np.ndarray) -> None:
-        """Make a hand-edited (or imported) frame a user reference, as it is."""
+    def set_labels(self, t: int, labels: np.ndarray, previous: np.ndarray | None = None) -> None:
+        """Make a hand-edited (or imported) frame a user reference, as it is.
+
+        Parameters
+        ----------
+        t : int
+        labels : (H, W) integer array, ids >= 0
+        previous : (H, W) array, optional
+            What frame ``t`` held before the edit, when the edit was already written into
+            :attr:`labels` in place (a brush painting on the store's array); undo restores it.
+        """
         t = self._check_t(t)
         arr = np.asarray(labels)
         if arr.shape != (self.height, self.width):
@@ -223,8 +232,10 @@ class Session:
             raise ValueError(f"labels contain a negative object id ({int(arr.min())}); ids must be >= 0")
         arr = arr.astype(LABEL_DTYPE)
         with self._lock:
+            if previous is not None and np.shape(previous) != arr.shape:
+                raise ValueError(f"previous labels of frame {t} must have shape {arr.shape}")
             self.store.begin_step("set_labels", t)
-            self.store.write(t, arr)
+            self.store.write(t, arr, previous=previous)
             for oid in np.unique(arr):
                 self.store.ensure_object(int(oid))
             old = self.store.references.get(t, {})
@@ -280,6 +291,24 @@ class Session:
             else:
                 self.memory.remove(t)
         return t
+
+    def remove_reference(self, t: int) -> None:
+        """Frame ``t`` stops being a reference: its scribbles are forgotten and the next
+        propagation recomputes it from the neighbouring references (undoable)."""
+        t = self._check_t(t)
+        with self._lock:
+            if t not in self.store.references:
+                raise ValueError(f"frame {t} is not a reference frame")
+            self.store.begin_step("remove_reference", t)
+            self.store.remove_reference(t)
+            self.store.computed_from[t] = np.full(4, -2, np.int64)  # stale: recomputed next time
+            self.store.flush_attrs()
+            self.memory.remove(t)
+
+    def close(self) -> None:
+        """Write pending attributes; the session's arrays stay readable."""
+        with self._lock:
+            self.store.flush_attrs()
 
     def name_object(self, object_id: int, name: str) -> None:
         """Give an object a name (kept in the store)."""

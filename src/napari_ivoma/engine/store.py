@@ -221,8 +221,10 @@ class MaskStore:
     def read(self, t: int) -> np.ndarray:
         return np.asarray(self.labels[int(t)])
 
-    def write(self, t: int, labels: np.ndarray) -> None:
-        self._save_for_undo(t)
+    def write(self, t: int, labels: np.ndarray, previous: np.ndarray | None = None) -> None:
+        """Write frame ``t``; its former labels (or ``previous``, when the array on disk was
+        already edited in place, e.g. by a brush) are kept for undo."""
+        self._save_for_undo(t, previous)
         self.labels[int(t)] = np.asarray(labels, dtype=LABEL_DTYPE)
 
     # ------------------------------------------------------------------ undo
@@ -239,7 +241,7 @@ class MaskStore:
     def _undo_group(self, step_id: int):
         return self.group.require_group(f"undo/{step_id}")
 
-    def _save_for_undo(self, t: int) -> None:
+    def _save_for_undo(self, t: int, previous: np.ndarray | None = None) -> None:
         if not self._attrs["undo"]:
             return
         step = self._attrs["undo"][-1]
@@ -247,8 +249,9 @@ class MaskStore:
             return
         h, w = self.labels.shape[1:]
         g = self._undo_group(step["id"])
+        before = self.read(t) if previous is None else np.asarray(previous, dtype=LABEL_DTYPE)
         g.create_array(str(int(t)), shape=(h, w), chunks=(h, w), dtype=LABEL_DTYPE, fill_value=0,
-                       compressors=_compressors(), overwrite=True)[...] = self.read(t)
+                       compressors=_compressors(), overwrite=True)[...] = before
         step["frames"].append(int(t))
         cf = np.asarray(self.computed_from[int(t)])
         step.setdefault("computed_from", {})[str(int(t))] = cf.tolist()
