@@ -12,11 +12,14 @@ import tifffile
 import zarr
 
 from napari_ivoma._layers import (
+    BRUSH_BACKGROUND,
     default_store_path,
+    frames_before_paint,
     frames_in_paint_event,
     scribbles_from_brush,
     shape_outline,
     shapes_on_frame,
+    skeleton_chains,
 )
 from napari_ivoma._widget import AnnotatorWidget
 from napari_ivoma.engine import Session, is_mask_store
@@ -273,6 +276,102 @@ def test_undo_and_cancel(annotator):
     assert "undone" in widget.status.value
 
 
+def test_undo_after_brush_edit_restores_pixels(annotator):
+    viewer, widget, frames, truth = annotator
+    widget.start_session()
+    session = widget.session
+    session.set_labels(2, truth[2])  # a reference painted over below
+    masks = widget.masks_layer
+    masks.brush_size = 8
+    viewer.dims.current_step = (2, 0, 0)
+    masks.paint((2, 22, 24), 7)  # over the disc (object 1)
+    masks.paint((2, 26, 28), 7)  # second stroke, same frame
+    viewer.dims.current_step = (5, 0, 0)
+    masks.paint((5, 10, 10), 7)  # a frame that was empty
+    assert (np.asarray(masks.data[2]) == 7).sum() > 40
+    widget.commit_hand_edits()
+    assert session.references == {2: "user", 5: "user"}
+    widget.undo()  # frame 5's edit
+    assert not np.asarray(masks.data[5]).any()
+    widget.undo()  # frame 2's edit
+    np.testing.assert_array_equal(np.asarray(masks.data[2]), truth[2])
+
+    # pending (not yet sent) brush edits on two frames: one Undo takes them all back
+    masks.paint((2, 40, 66), 0)
+    viewer.dims.current_step = (6, 0, 0)
+    masks.paint((6, 30, 30), 3)
+    widget.undo_button.changed.emit(True)
+    assert "hand edit" in widget.status.value, widget.status.value
+    np.testing.assert_array_equal(np.asarray(masks.data[2]), truth[2])
+    assert not np.asarray(masks.data[6]).any()
+    assert session.references == {2: "user"}
+
+
+def test_remove_reference_button(annotator):
+    viewer, widget, frames, truth = annotator
+    widget.start_session()
+    session = widget.session
+    session.set_labels(0, truth[0])
+    session.set_labels(4, truth[4])
+    viewer.dims.current_step = (4, 0, 0)
+    widget.remove_ref_button.changed.emit(True)
+    assert session.references == {0: "user"}
+    assert "no longer a reference" in widget.status.value
+    assert "4" not in widget.references.value
+    widget.remove_ref_button.changed.emit(True)  # not a reference any more
+    assert "not a reference" in widget.status.value
+    widget.undo()
+    assert session.references == {0: "user", 4: "user"}
+
+
+def test_session_closed_when_replaced_or_layer_removed(annotator, monkeypatch):
+    viewer, widget, frames, truth = annotator
+    closed = []
+    monkeypatch.setattr(Session, "close", lambda self: closed.append(self))
+    first = widget.start_session()
+    viewer.dims.current_step = (1, 0, 0)
+    widget.masks_layer.paint((1, 10, 10), 2)
+    second = widget.start_session()  # resume: the first session is replaced
+    assert closed == [first]
+    assert first.references == {1: "user"}  # its pending hand edit was sent first
+    assert second.references == {1: "user"}
+    viewer.layers.remove(widget.masks_layer)
+    assert closed == [first, second]
+    assert widget.session is None
+    assert "session closed" in widget.status.value
+    third = widget.start_session()
+    viewer.layers.remove(widget.image_layer)
+    assert closed[-1] is third and widget.session is None
+
+
+def test_scribble_brush_layer_makes_mask(annotator, qtbot):
+    viewer, widget, frames, truth = annotator
+    widget.start_session()
+    brush = widget.brush_layer
+    assert brush.name == "scribble brush"
+    assert brush.data.shape == truth.shape[1:]  # one (H, W) frame, not the video
+    viewer.dims.current_step = (3, 0, 0)
+    widget.object_id.value = 2
+    assert brush.selected_label == 2
+    brush.brush_size = 3
+    for c in range(60, 73, 2):  # a stroke across the square
+        brush.paint((43, c), 2)
+    widget.object_id.value = 1
+    draw_path(widget, 3, 1, [[17, 20], [22, 26], [27, 22]])  # a path on the disc (Shapes)
+    widget.object_id.value = 0
+    assert brush.selected_label == BRUSH_BACKGROUND
+    for r in range(4, 60, 3):  # background strokes on the left and right edges
+        brush.paint((r, 3), BRUSH_BACKGROUND)
+        brush.paint((r, 84), BRUSH_BACKGROUND)
+    labels = widget.scribbles_to_mask()
+    assert "error" not in widget.status.value, widget.status.value
+    for oid in (1, 2):
+        assert iou(labels == oid, truth[3] == oid) > 0.5
+    assert not np.asarray(brush.data).any()  # cleared
+    assert len(widget.shapes_layer.data) == 0
+    assert {s.object_id for s in widget.session.scribbles(3)} == {0, 1, 2}
+
+
 def test_store_of_another_video_is_refused(annotator, tmp_path):
     viewer, widget, frames, truth = annotator
     other = tmp_path / "other.ivoma.zarr"
@@ -348,11 +447,66 @@ def test_frames_in_paint_event():
 
 def test_scribbles_from_brush_components():
     painted = np.zeros((20, 30), np.uint32)
-    painted[2:4, 2:20] = 2  # object 1
-    painted[10:12, 5:25] = 1  # background
-    painted[15:17, 1:5] = 2  # object 1, second stroke
+    painted[2:4, 2:20] = 1  # object 1
+    painted[10:12, 5:25] = BRUSH_BACKGROUND  # background
+    painted[15:17, 1:5] = 1  # object 1, second stroke
+    painted[6, 26] = 7  # a dot of object 7
     scribbles = scribbles_from_brush(painted)
-    assert sorted(s.object_id for s in scribbles) == [0, 1, 1]
+    assert sorted(s.object_id for s in scribbles) == [0, 1, 1, 7]
     for s in scribbles:
         r, c = np.rint(s.points).astype(int).T
-        assert np.all(painted[r, c] == s.object_id + 1)
+        expected = BRUSH_BACKGROUND if s.object_id == 0 else s.object_id
+        assert np.all(painted[r, c] == expected)
+    with pytest.raises(ValueError, match="one"):
+        scribbles_from_brush(np.zeros((2, 5, 5), np.uint32))
+
+
+def test_brush_polylines_never_jump():
+    """A curved thick stroke becomes polylines whose consecutive points are pixel neighbours."""
+    painted = np.zeros((40, 40), np.uint32)
+    yy, xx = np.mgrid[:40, :40]
+    ring = np.abs(np.hypot(yy - 20, xx - 20) - 12) <= 2
+    painted[ring & (xx < 26)] = 3  # a "C": rows are crossed twice
+    painted[18:22, 2:10] = 3  # a branch
+    scribbles = scribbles_from_brush(painted)
+    assert {s.object_id for s in scribbles} == {3}
+    covered = set()
+    for s in scribbles:
+        steps = np.abs(np.diff(s.points, axis=0)).max(axis=1) if len(s.points) > 1 else np.zeros(0)
+        assert np.all(steps <= 1)
+        covered.update(map(tuple, np.rint(s.points).astype(int)))
+    assert all(painted[r, c] == 3 for r, c in covered)
+    assert len(covered) > 30  # the whole C and its branch, not one piece
+
+
+def test_skeleton_chains_cover_every_pixel():
+    pixels = np.array([[0, 0], [0, 1], [0, 2], [1, 1], [2, 1], [5, 5]])  # a T and a lone dot
+    chains = skeleton_chains(pixels)
+    seen = {tuple(p) for c in chains for p in c}
+    assert seen == {tuple(p) for p in pixels}
+    for c in chains:
+        assert np.all(np.abs(np.diff(c, axis=0)).max(axis=1, initial=0) <= 1)
+
+
+def test_frames_before_paint_takes_edits_back():
+    before = np.zeros((3, 10, 10), np.uint32)
+    before[1, 2:5, 2:5] = 2
+    now = before.copy()
+    now[1, 3:7, 3:7] = 4  # first atom: box, some pixels were 2
+    mask = np.zeros((1, 4, 4), bool)
+    mask[0] = True
+    old1 = before[1:2, 3:7, 3:7][mask]
+
+    class Atom:  # napari's masked atom
+        def __init__(self, slice_key, mask, old_values):
+            self.slice_key, self.mask, self.old_values, self.new_value = slice_key, mask, old_values, 4
+
+    atom1 = Atom((slice(1, 2), slice(3, 7), slice(3, 7)), mask, old1)
+    mid = now.copy()
+    now[1, 0, 0] = 9  # second atom: a fancy-index tuple
+    atom2 = ((np.array([1]), np.array([0]), np.array([0])), mid[1, 0, 0:1].copy(), 9)
+    got = frames_before_paint([atom1, atom2], {1: now[1]})
+    np.testing.assert_array_equal(got[1], before[1])
+    assert now[1, 0, 0] == 9  # input untouched
+    whole = Atom((slice(1, 2), slice(3, 7), slice(3, 7)), None, before[1:2, 3:7, 3:7].copy())
+    np.testing.assert_array_equal(frames_before_paint([whole], {1: mid[1]})[1], before[1])

@@ -17,16 +17,22 @@ from .engine import Scribble
 
 __all__ = [
     "BACKGROUND_COLOUR",
+    "BRUSH_BACKGROUND",
     "default_store_path",
     "shape_outline",
     "shapes_on_frame",
     "scribbles_from_shapes",
     "scribbles_from_brush",
+    "skeleton_chains",
+    "frames_before_paint",
     "frames_in_paint_event",
 ]
 
 #: edge colour of background (object id 0) scribbles
 BACKGROUND_COLOUR = "#ffffff"
+#: value painted on the scribble brush layer for background strokes (object ids are painted as
+#: themselves, 0 erases); object ids therefore stay below it
+BRUSH_BACKGROUND = 65535
 STORE_SUFFIX = ".ivoma.zarr"
 
 
@@ -89,29 +95,72 @@ def scribbles_from_shapes(layer: Any, t: int) -> tuple[list[Scribble], list[int]
     return scribbles, idx
 
 
-def scribbles_from_brush(painted: np.ndarray, max_points: int = 400) -> list[Scribble]:
-    """One Scribble per painted connected component of one brush-layer frame.
+def scribbles_from_brush(painted: np.ndarray, background_value: int = BRUSH_BACKGROUND,
+                         max_points: int = 400) -> list[Scribble]:
+    """Scribbles of one painted frame of the scribble brush layer.
 
-    ``painted`` holds object ids + 1 (0 = unpainted, 1 = background, 2 = object 1, ...);
-    the points of a component are its skeleton pixels (all pixels for thin strokes).
+    ``painted`` holds object ids as painted (0 = unpainted, ``k`` = object ``k``) and
+    ``background_value`` for background strokes (object id 0).  Every painted connected component
+    is thinned to its skeleton, and the skeleton is cut into chains of neighbouring pixels: one
+    Scribble (a polyline) per chain, so no segment of a polyline jumps across the frame.
     """
     from skimage.measure import label as connected
     from skimage.morphology import skeletonize
 
     out: list[Scribble] = []
     arr = np.asarray(painted)
+    if arr.ndim != 2:
+        raise ValueError(f"the scribble brush must be one (H, W) frame, got shape {arr.shape}")
     for value in np.unique(arr):
         if value == 0:
             continue
+        object_id = 0 if int(value) == int(background_value) else int(value)
         comps = connected(arr == value, connectivity=2)
         for c in range(1, comps.max() + 1):
             mask = comps == c
             skel = skeletonize(mask)
-            rc = np.argwhere(skel if skel.any() else mask).astype(float)
-            if len(rc) > max_points:
-                rc = rc[np.linspace(0, len(rc) - 1, max_points).astype(int)]
-            out.append(Scribble(int(value) - 1, rc))
+            rc = np.argwhere(skel if skel.any() else mask)
+            for chain in skeleton_chains(rc):
+                if len(chain) > max_points:
+                    chain = chain[np.linspace(0, len(chain) - 1, max_points).astype(int)]
+                out.append(Scribble(object_id, chain.astype(float)))
     return out
+
+
+def skeleton_chains(pixels: np.ndarray) -> list[np.ndarray]:
+    """Cut a set of (row, col) pixels into polylines of 8-connected neighbours.
+
+    Walks from an end pixel (fewest neighbours) to unvisited neighbours; a branch starts a new
+    chain at the pixel it leaves from, so every chain is drawn without jumps.
+    """
+    pts = [tuple(int(v) for v in p) for p in np.asarray(pixels).reshape(-1, 2)]
+    todo = set(pts)
+    offsets = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc]
+
+    def neighbours(p, among):
+        return [(p[0] + dr, p[1] + dc) for dr, dc in offsets if (p[0] + dr, p[1] + dc) in among]
+
+    chains: list[np.ndarray] = []
+    visited: set[tuple[int, int]] = set()
+    while todo:
+        # start next to what is done (a branch) or, failing that, at an end of a new piece
+        start = next((q for p in visited for q in neighbours(p, todo)), None)
+        anchor = None
+        if start is not None:
+            anchor = next(p for p in neighbours(start, visited))
+        else:
+            start = min(todo, key=lambda p: (len(neighbours(p, todo)), p))
+        chain = [anchor] if anchor is not None else []
+        p = start
+        while p is not None:
+            chain.append(p)
+            todo.discard(p)
+            visited.add(p)
+            nxt = neighbours(p, todo)
+            # prefer 4-neighbours so diagonal shortcuts do not skip pixels
+            p = min(nxt, key=lambda q: abs(q[0] - chain[-1][0]) + abs(q[1] - chain[-1][1])) if nxt else None
+        chains.append(np.array(chain, dtype=np.int64))
+    return chains
 
 
 def frames_in_paint_event(item: Iterable, fallback: int | None = None) -> set[int]:
@@ -136,3 +185,52 @@ def frames_in_paint_event(item: Iterable, fallback: int | None = None) -> set[in
     if not frames and fallback is not None:
         frames.add(int(fallback))
     return frames
+
+
+def frames_before_paint(item: Iterable, frames: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """What frames held before one Labels ``paint`` event of a (T, H, W) layer.
+
+    Parameters
+    ----------
+    item : list of history atoms
+        The event's value: napari's masked atoms (``slice_key``, ``mask``, ``old_values``) or
+        ``(indices, old_values, new_values)`` tuples, in the order they were applied.
+    frames : dict t -> (H, W) array
+        The frames as they are now (after the edit); copied, not modified.
+
+    Returns
+    -------
+    dict t -> (H, W) array: the frames with the edit taken back (atoms undone last to first).
+    """
+    out = {t: np.array(f, copy=True) for t, f in frames.items()}
+    for atom in reversed(list(item or [])):
+        key = getattr(atom, "slice_key", None)
+        if key is not None:
+            _undo_masked_atom(out, atom, key)
+            continue
+        indices, old, _new = atom
+        t_idx = np.asarray(indices[0])
+        old = np.broadcast_to(np.asarray(old), t_idx.shape)
+        for t in np.unique(t_idx):
+            if int(t) in out:
+                sel = t_idx == t
+                out[int(t)][np.asarray(indices[1])[sel], np.asarray(indices[2])[sel]] = old[sel]
+    return out
+
+
+def _undo_masked_atom(out: dict[int, np.ndarray], atom: Any, key: tuple) -> None:
+    t_slice, spatial = key[0], tuple(key[1:])
+    t0 = t_slice.start or 0
+    t1 = t_slice.stop if t_slice.stop is not None else t0 + 1
+    old = np.asarray(atom.old_values)
+    if atom.mask is None:  # the whole box changed: old values are the box
+        for i, t in enumerate(range(t0, t1)):
+            if t in out:
+                out[t][spatial] = old[i]
+        return
+    mask = np.asarray(atom.mask).reshape((t1 - t0,) + np.asarray(atom.mask).shape[-2:])
+    counts = np.concatenate([[0], np.cumsum(mask.reshape(t1 - t0, -1).sum(axis=1))])
+    for i, t in enumerate(range(t0, t1)):
+        if t in out:
+            region = out[t][spatial]
+            region[mask[i]] = old[counts[i]:counts[i + 1]]

@@ -31,8 +31,11 @@ from qtpy.QtWidgets import QSizePolicy
 
 from ._layers import (
     BACKGROUND_COLOUR,
+    BRUSH_BACKGROUND,
     default_store_path,
+    frames_before_paint,
     frames_in_paint_event,
+    scribbles_from_brush,
     scribbles_from_shapes,
 )
 from ._reader import SOURCE_KEY
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["AnnotatorWidget"]
 
 SCRIBBLES_NAME = "scribbles"
+BRUSH_NAME = "scribble brush"
 MASKS_NAME = "masks"
 REFRESH_INTERVAL_S = 0.5
 
@@ -63,8 +67,10 @@ class AnnotatorWidget(Container):
         self.session: Session | None = None
         self.image_layer = None
         self.shapes_layer = None
+        self.brush_layer = None
         self.masks_layer = None
         self.edited_frames: set[int] = set()
+        self._before_edit: dict[int, np.ndarray] = {}
         self._worker = None
         self._cancel = threading.Event()
         self._last_refresh = 0.0
@@ -83,7 +89,7 @@ class AnnotatorWidget(Container):
         self.store = FileEdit(label="mask store", mode="w", filter="*.zarr",
                               tooltip="Folder of the zarr mask store (created, or resumed if it exists)")
         self.start_button = PushButton(text="Start / resume")
-        self.object_id = SpinBox(value=1, min=0, max=65535,
+        self.object_id = SpinBox(value=1, min=0, max=BRUSH_BACKGROUND - 1,
                                  tooltip="Id of new scribbles: 0 = background, 1, 2, ... objects "
                                          "(Shift-Up / Shift-Down)")
         self.object_hint = Label(value="")
@@ -94,6 +100,10 @@ class AnnotatorWidget(Container):
         self.propagate_button = PushButton(text="Propagate", tooltip="MRGS over the video (Shift-G)")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.undo_button = PushButton(text="Undo", tooltip="Undo the last scribbles/edit and its propagation")
+        self.remove_ref_button = PushButton(
+            text="Remove reference",
+            tooltip="The current frame stops being a reference: its scribbles are forgotten and the "
+                    "next propagation recomputes it (undoable)")
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
         self.status = Label(label="status", value="choose a video and press Start / resume")
         self.references = Label(label="references", value="-")
@@ -117,6 +127,7 @@ class AnnotatorWidget(Container):
         self.propagate_button.changed.connect(lambda: self._guarded(self.propagate))
         self.cancel_button.changed.connect(self.cancel)
         self.undo_button.changed.connect(lambda: self._guarded(self.undo))
+        self.remove_ref_button.changed.connect(lambda: self._guarded(self.remove_reference))
         self.object_id.changed.connect(self._on_object_id)
         self._on_image_changed()
         self._set_busy(False)
@@ -146,11 +157,35 @@ class AnnotatorWidget(Container):
 
     def _on_layer_removed(self, event=None) -> None:
         removed = _unwrap(getattr(event, "value", None))
-        if removed is not None and removed is self.masks_layer:
-            self.masks_layer = None
         if removed is not None and removed is self.shapes_layer:
             self.shapes_layer = None
+        if removed is not None and removed is self.brush_layer:
+            self.brush_layer = None
+        if removed is not None and removed in (self.masks_layer, self.image_layer):
+            what = "masks" if removed is self.masks_layer else "video"
+            if removed is self.masks_layer:
+                self.masks_layer = None
+            self._guarded(lambda: self.close_session(
+                f"the {what} layer was removed: session closed (masks kept in the store; "
+                "Start / resume to continue)"))
         self.image.reset_choices()
+
+    def close_session(self, status: str = "session closed") -> None:
+        """Send pending hand edits, stop a running propagation and close the session."""
+        session = self.session
+        if session is None:
+            return
+        self._cancel.set()
+        try:
+            self.commit_hand_edits()
+        finally:
+            self.session = None
+            self.image_layer = None
+            self._before_edit.clear()
+            self.edited_frames.clear()
+            session.close()
+            self._set_status(status)
+            self._update_info()
 
     def _on_image_changed(self, _value=None) -> None:
         layer = self.image.value
@@ -181,9 +216,12 @@ class AnnotatorWidget(Container):
         store.parent.mkdir(parents=True, exist_ok=True)
         self.commit_hand_edits()
         session = Session(data, store=str(store), source=_layer_source(layer))
+        if self.session is not None:  # replaced: the old one is done
+            self.close_session()
         self.session = session
         self.image_layer = _unwrap(layer)
         self.edited_frames.clear()
+        self._before_edit.clear()
         self._setup_layers()
         n_refs = len(session.references)
         verb = "resumed" if n_refs else "started"
@@ -201,18 +239,22 @@ class AnnotatorWidget(Container):
         if self._busy:
             raise RuntimeError("wait for the running step to finish")
         t = self.current_frame() if t is None else int(t)
-        scribbles, idx = scribbles_from_shapes(self.shapes_layer, t)
+        scribbles, idx = ([], []) if self.shapes_layer is None else scribbles_from_shapes(self.shapes_layer, t)
+        brushed = self._brush_scribbles()
+        scribbles = scribbles + brushed
         if not scribbles:
             raise ValueError(
-                f"no scribbles on frame {t}: draw paths on the '{self.shapes_layer.name}' layer "
-                "(object id 0 = background) first"
+                f"no scribbles on frame {t}: draw paths on the '{SCRIBBLES_NAME}' layer or paint on "
+                f"the '{BRUSH_NAME}' layer (object id 0 = background) first"
             )
         self.commit_hand_edits()
-        self.shapes_layer.editable = False  # keep shape indices valid while CPSM runs
 
         def done(labels: np.ndarray) -> None:
-            self.shapes_layer.editable = True
-            self._remove_shapes(idx)
+            if self.shapes_layer is not None and idx:
+                self.shapes_layer.editable = True
+                self._remove_shapes(idx)
+            if brushed:
+                self._clear_brush()
             self._refresh_masks()
             ids = sorted({s.object_id for s in scribbles})
             self._set_status(f"frame {t}: mask from {len(scribbles)} scribble(s), ids {ids}")
@@ -270,22 +312,52 @@ class AnnotatorWidget(Container):
         session = self._require_session()
         if self._busy:
             raise RuntimeError("wait for the propagation to finish (or cancel it) before undoing")
-        t = session.undo()
+        pending = self.commit_hand_edits()
+        if pending:  # brush edits not yet sent: they are the last action, undo them all
+            for _ in pending:
+                t = session.undo()
+            what = f"hand edit(s) on frame(s) {', '.join(map(str, pending))}"
+        else:
+            t = session.undo()
+            what = f"last action on frame {t}"
         self._refresh_masks()
-        self._set_status(f"undone: last action on frame {t}")
+        self._set_status(f"undone: {what}")
+        self._update_info()
+        return t
+
+    def remove_reference(self, t: int | None = None) -> int:
+        """Frame ``t`` (default: the current frame) stops being a reference (undoable).
+
+        Its scribbles are forgotten and the next propagation recomputes its mask from the
+        neighbouring references.
+        """
+        session = self._require_session()
+        if self._busy:
+            raise RuntimeError("wait for the running step to finish (or cancel it)")
+        t = self.current_frame() if t is None else int(t)
+        self.commit_hand_edits()
+        if t not in session.references:
+            raise ValueError(f"frame {t} is not a reference frame (references: "
+                             f"{', '.join(map(str, session.references)) or 'none'})")
+        session.remove_reference(t)
+        self._set_status(f"frame {t} is no longer a reference: Propagate to recompute it")
         self._update_info()
         return t
 
     def commit_hand_edits(self) -> list[int]:
         """Make every frame painted by hand since the last call a user reference."""
-        if self.session is None or not self.edited_frames or self.masks_layer is None:
+        if self.session is None or not self.edited_frames:
             return []
         done = []
         for t in sorted(self.edited_frames):
             if 0 <= t < self.session.n_frames:
-                self.session.set_labels(t, np.asarray(self.masks_layer.data[t]))
+                previous = self._before_edit.get(t)
+                self.session.set_labels(t, np.asarray(self.session.labels[t]), previous=previous)
                 done.append(t)
         self.edited_frames.clear()
+        self._before_edit.clear()
+        if self.masks_layer is not None:
+            _forget_layer_history(self.masks_layer)  # the session's undo takes over
         self._update_info()
         return done
 
@@ -324,8 +396,6 @@ class AnnotatorWidget(Container):
 
     def _on_worker_error(self, exc: BaseException) -> None:
         self._set_busy(False)
-        if self.shapes_layer is not None:
-            self.shapes_layer.editable = True
         self._refresh_masks()
         self._report(exc)
 
@@ -342,6 +412,7 @@ class AnnotatorWidget(Container):
         elif "object_id" not in self.shapes_layer.features:
             n = len(self.shapes_layer.data)
             self.shapes_layer.features = {"object_id": np.full(n, self.object_id.value, dtype=int)}
+        self._setup_brush_layer()
         masks = self._find_layer(MASKS_NAME, "Labels")
         if masks is None:
             masks = _unwrap(self.viewer.add_labels(self.session.labels, name=MASKS_NAME, opacity=0.5,
@@ -354,6 +425,43 @@ class AnnotatorWidget(Container):
         self.viewer.layers.selection.active = self.shapes_layer
         self.shapes_layer.mode = "add_path"
         self._on_object_id()
+
+    def _setup_brush_layer(self) -> None:
+        """The (H, W) 'scribble brush' Labels layer: object k is painted with value k,
+        background with BRUSH_BACKGROUND; used on the frame shown at Scribbles → mask."""
+        image = self.image_layer
+        shape = (self.session.height, self.session.width)
+        brush = self._find_layer(BRUSH_NAME, "Labels")
+        if brush is not None and tuple(brush.data.shape) != shape:
+            self.viewer.layers.remove(brush)
+            brush = None
+        if brush is None:
+            brush = _unwrap(self.viewer.add_labels(
+                np.zeros(shape, np.uint32), name=BRUSH_NAME, opacity=0.9,
+                scale=image.scale[-2:], translate=image.translate[-2:],
+            ))
+            brush.brush_size = 5
+        self.brush_layer = brush
+
+    def _brush_colormap(self, object_id: int):
+        from napari.utils.colormaps import DirectLabelColormap
+
+        ids = set(self.session.objects if self.session is not None else ()) | {int(object_id)}
+        colours = {None: "#808080", 0: "transparent", BRUSH_BACKGROUND: BACKGROUND_COLOUR}
+        colours.update({oid: self.colour_of(oid) for oid in ids if 0 < oid < BRUSH_BACKGROUND})
+        return DirectLabelColormap(color_dict=colours)
+
+    def _brush_scribbles(self) -> list:
+        """Scribbles painted on the scribble brush layer (see :func:`scribbles_from_brush`)."""
+        if self.brush_layer is None:
+            return []
+        return scribbles_from_brush(np.asarray(self.brush_layer.data), background_value=BRUSH_BACKGROUND)
+
+    def _clear_brush(self) -> None:
+        layer = self.brush_layer
+        if layer is not None:
+            layer.data = np.zeros_like(np.asarray(layer.data))
+            _forget_layer_history(layer)
 
     def _find_layer(self, name: str, kind: str):
         for layer in self.viewer.layers:
@@ -368,10 +476,17 @@ class AnnotatorWidget(Container):
 
     def _refresh_masks(self) -> None:
         if self.masks_layer is not None:
+            if not self.edited_frames:
+                _forget_layer_history(self.masks_layer)  # the store changed under napari's undo
             self.masks_layer.refresh()
 
     def _on_paint(self, event) -> None:
-        frames = frames_in_paint_event(getattr(event, "value", None), fallback=self._safe_frame())
+        item = getattr(event, "value", None)
+        frames = frames_in_paint_event(item, fallback=self._safe_frame())
+        new = [t for t in frames if t not in self._before_edit and 0 <= t < self.masks_layer.data.shape[0]]
+        if new:  # first stroke on these frames since the last sync: keep what they held, for undo
+            now = {t: np.asarray(self.masks_layer.data[t]) for t in new}
+            self._before_edit.update(frames_before_paint(item, now))
         self.edited_frames.update(frames)
         if frames:
             self._set_status(f"hand edit on frame(s) {sorted(frames)}: used as reference from the next step")
@@ -385,17 +500,19 @@ class AnnotatorWidget(Container):
     def _on_object_id(self, _value=None) -> None:
         oid = int(self.object_id.value)
         self.object_hint.value = self._object_hint(oid)
+        if self.brush_layer is not None:
+            self.brush_layer.colormap = self._brush_colormap(oid)
+            self.brush_layer.selected_label = oid if oid > 0 else BRUSH_BACKGROUND
         layer = self.shapes_layer
         if layer is None:
             return
-        colour = self.colour_of(oid)
         selected = sorted(layer.selected_data)
         if selected:  # the selected shapes take the new id (and colour)
             feats = layer.features.copy()
             feats.loc[selected, "object_id"] = oid
             layer.features = feats
         layer.feature_defaults = {"object_id": oid}
-        layer.current_edge_color = colour
+        layer.current_edge_color = self.colour_of(oid)
 
     def colour_of(self, object_id: int):
         """Edge colour of scribbles of ``object_id`` (the masks layer's colour; 0 = white)."""
@@ -429,11 +546,13 @@ class AnnotatorWidget(Container):
 
     def _set_busy(self, busy: bool, cancellable: bool = False) -> None:
         self._is_busy = busy
-        for w in (self.start_button, self.to_mask_button, self.propagate_button, self.undo_button):
+        for w in (self.start_button, self.to_mask_button, self.propagate_button, self.undo_button,
+                  self.remove_ref_button):
             w.enabled = not busy
         self.cancel_button.enabled = busy and cancellable
-        if self.masks_layer is not None:
-            self.masks_layer.editable = not busy
+        for layer in (self.masks_layer, self.brush_layer, self.shapes_layer):
+            if layer is not None:
+                _set_editable(layer, not busy)
 
     def _set_status(self, text: str) -> None:
         self.status.value = text
@@ -488,6 +607,26 @@ def _hex(colour) -> str:
         return colour
     rgb = np.clip(np.asarray(colour, dtype=float).ravel()[:3], 0, 1)
     return "#" + "".join(f"{int(round(v * 255)):02x}" for v in rgb)
+
+
+def _set_editable(layer, editable: bool) -> None:
+    """Lock or unlock a layer; its drawing mode comes back when unlocked."""
+    if not editable and layer.editable:
+        layer.metadata["_ivoma_mode"] = str(layer.mode)
+    layer.editable = editable
+    mode = layer.metadata.pop("_ivoma_mode", None) if editable else None
+    if mode is not None:
+        try:
+            layer.mode = mode
+        except (ValueError, KeyError):
+            pass
+
+
+def _forget_layer_history(layer) -> None:
+    """Drop napari's own undo history of ``layer`` (its old values went stale)."""
+    reset = getattr(layer, "_reset_history", None)
+    if callable(reset):
+        reset()
 
 
 def _unwrap(obj):
