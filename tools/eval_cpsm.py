@@ -20,13 +20,12 @@ import argparse
 import glob
 import sys
 import time
-from collections import deque
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
-from skimage.morphology import skeletonize
 
+from napari_ivoma.bench.annotator import correction_scribbles, first_round_scribbles
 from napari_ivoma.engine.cpsm import CPSMParams, scribbles_to_mask
 from napari_ivoma.engine.scribbles import Scribble
 
@@ -37,53 +36,6 @@ DAVIS_SEQS = ["bear", "blackswan", "breakdance-flare", "car-shadow", "dog"]
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     u = np.logical_or(a, b).sum()
     return 1.0 if u == 0 else float(np.logical_and(a, b).sum() / u)
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    lab, n = ndi.label(mask, structure=np.ones((3, 3)))
-    if n == 0:
-        return mask
-    sizes = np.bincount(lab.ravel())[1:]
-    return lab == (1 + int(np.argmax(sizes)))
-
-
-def skeleton_path(mask: np.ndarray, step: int = 3) -> np.ndarray:
-    """Points (row, col) along the longest path of the skeleton of ``mask``'s largest part."""
-    mask = largest_component(mask)
-    sk = skeletonize(mask)
-    pts = np.argwhere(sk)
-    if len(pts) == 0:
-        pts = np.argwhere(mask)
-        if len(pts) == 0:
-            return np.zeros((0, 2))
-        return pts[len(pts) // 2 : len(pts) // 2 + 1].astype(float)
-    index = {tuple(q): i for i, q in enumerate(pts)}
-    nbrs = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc]
-
-    def bfs(start):
-        prev = {start: None}
-        dq = deque([start])
-        last = start
-        while dq:
-            cur = dq.popleft()
-            last = cur
-            r, c = pts[cur]
-            for dr, dc in nbrs:
-                j = index.get((r + dr, c + dc))
-                if j is not None and j not in prev:
-                    prev[j] = cur
-                    dq.append(j)
-        return last, prev
-
-    a, _ = bfs(0)
-    b, prev = bfs(a)
-    path = []
-    cur = b
-    while cur is not None:
-        path.append(pts[cur])
-        cur = prev[cur]
-    path = np.array(path, float)
-    return path[::step] if len(path) > step else path
 
 
 def center_point(mask: np.ndarray) -> np.ndarray:
@@ -99,19 +51,6 @@ def load_davis(seq: str, t: int):
     return img, gt, len(fr)
 
 
-def correction_strokes(pred: np.ndarray, gt: np.ndarray, oid: int, min_area: int = 30):
-    out = []
-    fn = gt & ~pred
-    fp = pred & ~gt
-    for region, lab in ((fn, oid), (fp, 0)):
-        comp = largest_component(region)
-        if comp.sum() >= min_area:
-            pts = skeleton_path(comp)
-            if len(pts):
-                out.append(Scribble(lab, pts))
-    return out
-
-
 def eval_davis(params: CPSMParams, frames: list[str], verbose: bool = True):
     r1, r2, times = [], [], []
     for seq in DAVIS_SEQS:
@@ -119,12 +58,12 @@ def eval_davis(params: CPSMParams, frames: list[str], verbose: bool = True):
         for f in frames:
             t = 0 if f == "0" else (n // 2 if f == "mid" else int(f))
             img, gt, _ = load_davis(seq, t)
-            scr = [Scribble(1, skeleton_path(gt))]
+            scr = first_round_scribbles(gt.astype(np.uint32), [1])
             t0 = time.perf_counter()
             pred = scribbles_to_mask(img, scr, params=params) == 1
             times.append(time.perf_counter() - t0)
             j1 = jaccard(pred, gt)
-            new = correction_strokes(pred, gt, 1)
+            new = correction_scribbles(gt.astype(np.uint32), pred.astype(np.uint32), [1])
             prior = pred.astype(np.uint32)
             t0 = time.perf_counter()
             pred2 = (
@@ -162,8 +101,10 @@ def eval_cells(params: CPSMParams, name: str, t: int, mode: str, verbose: bool =
     scr = []
     for i in ids:
         m = gt == i
-        pts = center_point(m) if mode == "click" else skeleton_path(m, step=2)
-        scr.append(Scribble(i, pts))
+        if mode == "click":
+            scr.append(Scribble(i, center_point(m)))
+    if mode != "click":
+        scr = first_round_scribbles(gt, ids)  # the benchmark's annotator
     t0 = time.perf_counter()
     pred = scribbles_to_mask(img, scr, params=params)
     dt = time.perf_counter() - t0
@@ -189,10 +130,10 @@ def main(argv=None):
     if "davis" in a.what:
         eval_davis(params, a.frames.split(","), not a.q)
     if "cells" in a.what:
-        eval_cells(params, "Fluo-N2DH-SIMplus-01", 0, "click")
         eval_cells(params, "Fluo-N2DH-SIMplus-01", 0, "stroke")
-        eval_cells(params, "Fluo-N2DH-SIMplus-01", 32, "click")
-        eval_cells(params, "Fluo-N2DH-GOWT1-02", 1, "click")
+        eval_cells(params, "Fluo-N2DH-SIMplus-01", 32, "stroke")
+        eval_cells(params, "Fluo-N2DH-GOWT1-02", 1, "stroke")
+        eval_cells(params, "Fluo-N2DH-SIMplus-01", 0, "click")
 
 
 if __name__ == "__main__":

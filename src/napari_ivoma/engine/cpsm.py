@@ -100,6 +100,8 @@ class CPSMParams:
     self_train: int = 1
     n_samples: int = 1500
     memory_weight: float = 0.5
+    local_level: float = 0.5
+    local_mix: float = 0.5
     seed: int = 0
 
 
@@ -510,6 +512,9 @@ def _segment(
         prior_cost_fg[~prior_c & ~distrust] = p.prior_weight
         prior_cost_bg[prior_c & ~distrust] = p.prior_weight
 
+    local = None
+    if img.shape[2] == 1 and p.local_mix > 0:
+        local = _local_intensity_prob(crop(light), crop(strokes), active, starts, p.local_level)
     fg = None
     mem_pos = memory is not None and bool(memory.object_ids() & set(active))
     if mem_pos:
@@ -527,6 +532,8 @@ def _segment(
             break
         clf = PixelClassifier(seed=p.seed).fit(x, y, wt)
         prob = _predict(clf, feats)
+        if local is not None:
+            prob = (1.0 - p.local_mix) * prob + p.local_mix * local
         eps = 1e-4
         u_fg = -np.log(prob + eps) + crop(spatial) + prior_cost_fg
         u_bg = -np.log(1.0 - prob + eps) + prior_cost_bg
@@ -536,14 +543,61 @@ def _segment(
         if it == 0 and p.self_train and not fg.any():
             break
 
-    labels_roi = _assign(fg, crop(strokes), crop(prior), active, base[roi])
+    labels_roi = _assign(fg, crop(strokes), crop(prior), active)
     out = np.zeros((h, w), np.uint32)
     out[roi] = labels_roi
     return out
 
 
-def _assign(fg: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: list[int], base: np.ndarray):
-    """Split the foreground among the active objects by a seeded watershed from their strokes."""
+def _local_intensity_prob(
+    light: np.ndarray, strokes: np.ndarray, active: list[int], starts: dict[int, float], level: float
+) -> np.ndarray | None:
+    """Foreground probability of a grey image from per-object local intensity thresholds.
+
+    Every pixel is judged by the object whose stroke is nearest: its threshold lies at
+    ``level`` of the way from the local background intensity (median beyond the object's
+    start distance from every stroke, within three start distances of the object) to the
+    median intensity under the object's stroke.  Dim and bright nuclei of one frame so
+    get their own thresholds.  Returns None when no object has a brighter-than-background
+    stroke.
+    """
+    sm = cv2.GaussianBlur(light, (0, 0), 1.0)
+    any_stroke = np.isin(strokes, active)
+    if not any_stroke.any():
+        return None
+    d_all, idx = ndi.distance_transform_edt(~any_stroke, return_indices=True)
+    owner = strokes[idx[0], idx[1]]
+    thr = np.full(len(active), np.nan, np.float32)
+    scale = np.full(len(active), np.nan, np.float32)
+    lut = np.zeros(int(max(active)) + 1, np.int64)
+    for j, k in enumerate(active):
+        lut[k] = j
+        sk = strokes == k
+        if not sk.any():
+            continue
+        fg = float(np.median(sm[sk]))
+        near = (owner == k) | (_distance_from(sk) < 3.0 * starts[k])
+        ring = near & (d_all > starts[k])
+        if ring.sum() < 10:
+            continue
+        bg = float(np.median(sm[ring]))
+        if fg - bg <= 1e-3:
+            continue
+        thr[j] = bg + level * (fg - bg)
+        scale[j] = 0.15 * (fg - bg)
+    if np.isnan(thr).all():
+        return None
+    ok = ~np.isnan(thr)
+    thr[~ok] = np.nanmedian(thr)
+    scale[~ok] = np.nanmedian(scale)
+    j = lut[np.where(owner >= 0, owner, active[0])]
+    z = np.clip((sm - thr[j]) / scale[j], -30, 30)
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+
+def _assign(fg: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: list[int]) -> np.ndarray:
+    """Split the foreground among the active objects by a seeded watershed from their strokes
+    on the distance transform of the foreground."""
     markers = np.zeros(fg.shape, np.int32)
     for k in active:
         pk = (prior == k) & fg & (strokes < 0)
@@ -557,13 +611,8 @@ def _assign(fg: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: list
         keep = np.unique(lab[(markers > 0) & fg])
         keep = keep[keep > 0]
         return np.where(np.isin(lab, keep), active[0], 0).astype(np.uint32)
-    sm = cv2.GaussianBlur(np.ascontiguousarray(base), (0, 0), 1.0)
-    if sm.ndim == 2:
-        sm = sm[..., None]
-    gx = cv2.Sobel(sm, cv2.CV_32F, 1, 0)
-    gy = cv2.Sobel(sm, cv2.CV_32F, 0, 1)
-    if gx.ndim == 2:
-        gx, gy = gx[..., None], gy[..., None]
-    elev = np.sqrt((gx * gx + gy * gy).sum(-1))
+    # shape-based split: touching blobs meet at the neck of the foreground (measured better
+    # than the image gradient, which also follows texture inside nuclei)
+    elev = -cv2.distanceTransform(fg.astype(np.uint8), cv2.DIST_L2, 5)
     lab = watershed(elev, markers=markers, mask=fg | (markers > 0))
     return lab.astype(np.uint32)
