@@ -314,6 +314,7 @@ def test_remove_reference_button(annotator):
     session.set_labels(0, truth[0])
     session.set_labels(4, truth[4])
     viewer.dims.current_step = (4, 0, 0)
+    assert widget.remove_ref_button.native.isVisibleTo(widget.native)  # in the layout
     widget.remove_ref_button.changed.emit(True)
     assert session.references == {0: "user"}
     assert "no longer a reference" in widget.status.value
@@ -349,6 +350,9 @@ def test_scribble_brush_layer_makes_mask(annotator, qtbot):
     widget.start_session()
     brush = widget.brush_layer
     assert brush.name == "scribble brush"
+    names = [layer.name for layer in viewer.layers]  # strokes drawn above the masks
+    assert names.index("clip") < names.index("masks") < names.index("scribble brush") < names.index("scribbles")
+    assert tuple(viewer.dims.axis_labels) == ("t", "y", "x")
     assert brush.data.shape == truth.shape[1:]  # one (H, W) frame, not the video
     viewer.dims.current_step = (3, 0, 0)
     widget.object_id.value = 2

@@ -7,9 +7,13 @@ Layers used
 -----------
 ``scribbles`` (Shapes, path mode)
     Strokes with an ``object_id`` feature (0 = background); the edge colour follows the id.
+``scribble brush`` (Labels, one (H, W) frame)
+    Freehand strokes for the frame shown when Scribbles -> mask is pressed: value ``k`` is
+    object ``k``, :data:`~napari_ivoma._layers.BRUSH_BACKGROUND` (65535, white) is background,
+    0 erases.  The object id box sets the brush value.  Cleared once used.
 ``masks`` (Labels)
     Backed by the session's zarr store: brush edits are written to disk as they happen and
-    become user references before the next propagation.
+    become user references before the next step; Undo restores the pixels they replaced.
 
 Keyboard shortcuts (on the viewer): Shift-M scribbles -> mask, Shift-G propagate,
 Shift-Up / Shift-Down object id +/- 1.
@@ -90,16 +94,28 @@ class AnnotatorWidget(Container):
                               tooltip="Folder of the zarr mask store (created, or resumed if it exists)")
         self.start_button = PushButton(text="Start / resume")
         self.object_id = SpinBox(value=1, min=0, max=BRUSH_BACKGROUND - 1,
-                                 tooltip="Id of new scribbles: 0 = background, 1, 2, ... objects "
-                                         "(Shift-Up / Shift-Down)")
+                                 tooltip="Id of new scribbles (paths and brush): 0 = background, 1, 2, ... "
+                                         "objects (Shift-Up / Shift-Down)")
         self.object_hint = Label(value="")
         id_row = Container(layout="horizontal", labels=False, widgets=[self.object_id, self.object_hint],
                            label="object id")
         self.to_mask_button = PushButton(text="Scribbles → mask",
-                                         tooltip="CPSM on the current frame (Shift-M)")
-        self.propagate_button = PushButton(text="Propagate", tooltip="MRGS over the video (Shift-G)")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.undo_button = PushButton(text="Undo", tooltip="Undo the last scribbles/edit and its propagation")
+                                         tooltip="Mask of the current frame (CPSM, Shift-M) from\n"
+                                                 "· the paths on the 'scribbles' layer drawn on this frame\n"
+                                                 "· the strokes on the 'scribble brush' layer (painted value k = "
+                                                 f"object k, {BRUSH_BACKGROUND} = background; the object id box "
+                                                 "sets it)\nUsed strokes are removed from both layers.")
+        self.draw_hint = Label(label="draw", value=(
+            f"paths on '{SCRIBBLES_NAME}' or paint on '{BRUSH_NAME}' with the object id's colour "
+            "(white = background)"))
+        self.propagate_button = PushButton(
+            text="Propagate",
+            tooltip="Propagate the reference masks over the video (MRGS, Shift-G)")
+        self.cancel_button = PushButton(text="Cancel", enabled=False,
+                                        tooltip="Stop the propagation; frames done so far keep their masks")
+        self.undo_button = PushButton(
+            text="Undo",
+            tooltip="Undo the last step (scribbles, hand edits, removed reference) and the propagation after it")
         self.remove_ref_button = PushButton(
             text="Remove reference",
             tooltip="The current frame stops being a reference: its scribbles are forgotten and the "
@@ -108,16 +124,17 @@ class AnnotatorWidget(Container):
         self.status = Label(label="status", value="choose a video and press Start / resume")
         self.references = Label(label="references", value="-")
         self.objects_info = Label(label="objects", value="-")
-        row1 = Container(layout="horizontal", labels=False,
-                         widgets=[self.to_mask_button, self.undo_button])
+        row1 = Container(layout="horizontal", labels=False, widgets=[self.to_mask_button])
         row2 = Container(layout="horizontal", labels=False,
                          widgets=[self.propagate_button, self.cancel_button])
-        for row in (id_row, row1, row2):
+        row3 = Container(layout="horizontal", labels=False,
+                         widgets=[self.undo_button, self.remove_ref_button])
+        for row in (id_row, row1, row2, row3):
             row.margins = (0, 0, 0, 0)
-        row1.label, row2.label = "", ""
-        self.extend([self.image, self.store, self.start_button, id_row, row1, row2,
+        row1.label, row2.label, row3.label = "", "", ""
+        self.extend([self.image, self.store, self.start_button, id_row, self.draw_hint, row1, row2, row3,
                      self.progress, self.status, self.references, self.objects_info])
-        for lab in (self.status, self.references, self.objects_info, self.object_hint):
+        for lab in (self.status, self.references, self.objects_info, self.object_hint, self.draw_hint):
             lab.native.setWordWrap(True)
             lab.native.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
         self.objects_info.native.setTextFormat(Qt.RichText)
@@ -225,7 +242,7 @@ class AnnotatorWidget(Container):
         self._setup_layers()
         n_refs = len(session.references)
         verb = "resumed" if n_refs else "started"
-        self._set_status(f"session {verb}: {session.n_frames} frames, {n_refs} reference(s); store {store}")
+        self._set_status(f"session {verb}: {session.n_frames} frames, {n_refs} reference(s)")
         self._update_info()
         return session
 
@@ -422,9 +439,30 @@ class AnnotatorWidget(Container):
         if self.masks_layer is not masks:
             masks.events.paint.connect(self._on_paint)
         self.masks_layer = masks
+        self._stack_layers()
+        self._name_axes()
         self.viewer.layers.selection.active = self.shapes_layer
         self.shapes_layer.mode = "add_path"
         self._on_object_id()
+
+    def _stack_layers(self) -> None:
+        """Bottom to top: video, masks, scribble brush, scribbles (strokes stay visible)."""
+        layers = self.viewer.layers
+        order = [self.image_layer, self.masks_layer, self.brush_layer, self.shapes_layer]
+        try:
+            for below, above in zip(order[:-1], order[1:]):
+                if layers.index(above) < layers.index(below):
+                    layers.move(layers.index(above), layers.index(below) + 1)
+        except ValueError:  # a layer is not in the list any more
+            pass
+
+    def _name_axes(self) -> None:
+        """Call the first (time) axis ``t`` when the viewer's axes have default names."""
+        dims = self.viewer.dims
+        labels = list(dims.axis_labels)
+        default = [str(i) for i in range(len(labels))], [str(i - len(labels)) for i in range(len(labels))]
+        if len(labels) == 3 and labels in default:
+            dims.axis_labels = ("t", "y", "x")
 
     def _setup_brush_layer(self) -> None:
         """The (H, W) 'scribble brush' Labels layer: object k is painted with value k,
