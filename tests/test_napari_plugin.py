@@ -203,6 +203,7 @@ def test_full_loop_scribbles_mask_propagate_reopen(annotator, make_napari_viewer
     qtbot.waitUntil(lambda: not widget._busy, timeout=120_000)
     assert "error" not in widget.status.value, widget.status.value
     assert widget.shapes_layer.editable
+    assert widget.shapes_layer.mode == "add_path"  # the drawing mode is back after the step
     mask0 = np.asarray(widget.masks_layer.data[0])
     for oid in (1, 2):
         assert iou(mask0 == oid, truth[0] == oid) > 0.5
