@@ -24,7 +24,7 @@ def test_add_scribbles_makes_a_user_reference(clip):
     assert lab.shape == gt.shape[1:] and lab.dtype == np.uint32
     for k in (1, 2):
         assert iou(lab == k, gt[3] == k) > 0.85
-    assert s.references == {3: "user"}
+    assert s.references == {3: "user"} and s.user_references == [3]
     assert set(s.objects) == {1, 2}
     assert len(s.scribbles(3)) == 2
     np.testing.assert_array_equal(np.asarray(s.labels[3]), lab)
@@ -153,7 +153,7 @@ def test_undo_reverts_action_and_its_propagation(clip):
     assert not np.array_equal(np.asarray(s.labels), before)
     assert s.undo() == 8
     np.testing.assert_array_equal(np.asarray(s.labels), before)
-    assert s.references == {0: "user"}
+    assert s.user_references == [0]
     s.undo()
     assert not np.asarray(s.labels).any() and not s.references
     with pytest.raises(RuntimeError, match="nothing to undo"):
@@ -170,7 +170,7 @@ def test_store_persists_and_resumes(tmp_path, clip):
     del s
     r = Session(frames, store=path)
     np.testing.assert_array_equal(np.asarray(r.labels), saved)
-    assert r.references == {0: "user"} and set(r.objects) == {1, 2}
+    assert r.user_references == [0] and set(r.objects) == {1, 2}
     calls = []
     r.propagate(progress=lambda d, t: calls.append(d))
     assert calls == []  # resumed work is not redone
@@ -210,10 +210,10 @@ def test_hand_edit_in_place_is_undoable_with_previous(clip):
     painted[:10, :10] = 7  # a brush wrote into the store's array directly
     s.labels[5] = painted
     s.set_labels(5, painted, previous=before)
-    assert s.references == {0: "user", 5: "user"} and 7 in s.objects
+    assert s.user_references == [0, 5] and 7 in s.objects
     s.undo()
     np.testing.assert_array_equal(np.asarray(s.labels[5]), before)
-    assert s.references == {0: "user"}
+    assert s.user_references == [0]
 
 
 def test_remove_reference_recomputes_that_frame(clip):
@@ -225,8 +225,27 @@ def test_remove_reference_recomputes_that_frame(clip):
     s.propagate()
     assert not np.asarray(s.labels[6]).any()
     s.remove_reference(6)
-    assert s.references == {0: "user"}
+    assert s.user_references == [0]
     out = np.asarray(s.propagate())
     assert iou(out[6] == 1, gt[6] == 1) >= 0.9
     with pytest.raises(ValueError, match="not a reference"):
         s.remove_reference(3)
+
+
+def test_reliable_propagated_frames_become_automatic_references():
+    frames, gt = moving_objects_clip(n_frames=30)
+    s = Session(frames)
+    s.set_labels(0, gt[0])
+    s.set_labels(29, gt[29])
+    s.propagate()
+    auto = [t for t, kind in s.references.items() if kind == "auto"]
+    assert auto, "a smooth clip must yield reliable extra samples"
+    assert s.user_references == [0, 29]
+    for t in auto:
+        assert min(abs(t - r) for r in s.references if r != t) >= 10  # not redundant
+        assert iou(np.asarray(s.labels[t]) == 1, gt[t] == 1) >= 0.9  # and reliable
+    blank = gt[15].copy()
+    blank[blank == 2] = 0
+    s.set_labels(15, blank)
+    s.propagate()  # the spans around 15 are recomputed: their old samples are re-chosen
+    assert all(s.references[t] == "user" for t in (0, 15, 29))

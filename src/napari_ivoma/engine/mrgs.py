@@ -52,6 +52,12 @@ class MRGSParams:
     hist_bins: int = 16          # colour histogram bins per channel (grey: 4x as many)
     min_area: int = 12           # an object smaller than this (px) has vanished
     max_cut_pixels: int = 40000  # larger regions of interest are cut at a lower resolution
+    lost_ratio: float = 0.3      # an object below this share of its reference area has vanished
+    min_score: float = 0.5       # appearance log-odds an object needs to be trusted from one side
+    sample_gap: int = 10         # extra samples: at least this many frames from any reference (0 = off)
+    min_agreement: float = 0.85  # extra samples: forward/backward IoU of every object
+    min_sample_area: int = 64    # extra samples: no object smaller than this (px)
+    max_area_jump: float = 0.25  # extra samples: no object's area changes more than this vs neighbours
     bidirectional: bool = True
 
 
@@ -62,6 +68,7 @@ class SoftMask:
 
     box: tuple[int, int, int, int]   # r0, r1, c0, c1
     prob: np.ndarray                 # (r1 - r0, c1 - c0) float32
+    score: float = 0.0               # appearance confidence: mean colour log-odds inside the mask
 
     @classmethod
     def from_binary(cls, mask: np.ndarray) -> SoftMask | None:
@@ -83,13 +90,13 @@ class SoftMask:
 
     def pack(self) -> tuple:
         q = np.clip(self.prob * 255 + 0.5, 0, 255).astype(np.uint8)
-        return self.box, q.shape, zlib.compress(q.tobytes(), 1)
+        return self.box, q.shape, zlib.compress(q.tobytes(), 1), self.score
 
     @classmethod
     def unpack(cls, packed: tuple) -> SoftMask:
-        box, shape, data = packed
+        box, shape, data, score = packed
         q = np.frombuffer(zlib.decompress(data), np.uint8).reshape(shape)
-        return cls(box, q.astype(np.float32) / 255.0)
+        return cls(box, q.astype(np.float32) / 255.0, score)
 
 
 def _expand(box, margin: int, shape) -> tuple[int, int, int, int]:
@@ -235,12 +242,13 @@ def track_object(prev: SoftMask, flow: np.ndarray, image: np.ndarray, qimage: np
     else:
         warped_s = warped
     fg = _band_cut(warped_s, crop_img, crop_q, model, params, params.band * scale)
+    score = float(model(crop_q[fg]).mean()) if model is not None and fg.any() else 0.0
     if scale < 1.0:
         prob = cv2.resize(fg.astype(np.float32), (cw, ch), interpolation=cv2.INTER_LINEAR)
     else:
         prob = fg.astype(np.float32)
     prob = cv2.GaussianBlur(prob, (0, 0), 0.7)
-    out = SoftMask(box, prob)
+    out = SoftMask(box, prob, score)
     return out if out.area() >= params.min_area else None
 
 
@@ -266,14 +274,43 @@ def _band_cut(warped: np.ndarray, image: np.ndarray, qimage: np.ndarray, model: 
 
 
 def fuse_directions(fwd: SoftMask | None, bwd: SoftMask | None, w_fwd: float,
-                    shape: tuple[int, int]) -> SoftMask | None:
-    """Blend forward and backward estimates of one object by temporal distance.
+                    in_refs: tuple[bool, bool] = (True, True), ref_areas: tuple[int, int] = (0, 0),
+                    lost_ratio: float = 0.3, min_score: float = 0.5) -> SoftMask | None:
+    """Fuse forward and backward estimates of one object, repairing anomalies.
 
-    ``w_fwd`` is the weight of the forward estimate (1 next to the previous reference, 0 next to
-    the next one).
+    Parameters
+    ----------
+    fwd, bwd : SoftMask or None
+        The object tracked from the previous / next reference (None: lost or absent).
+    w_fwd : float
+        Weight of the forward estimate by temporal distance (1 next to the previous reference,
+        0 next to the next one): the nearest reference leads.
+    in_refs : (bool, bool)
+        Whether the previous / next reference frame shows the object.
+    ref_areas : (int, int)
+        The object's area on the previous / next reference.
+    lost_ratio : float
+        An estimate smaller than this share of its reference's area has vanished.
+    min_score : float
+        Appearance confidence an estimate needs to be trusted alone.
+
+    Notes
+    -----
+    Anomaly correction: when one direction lost an object its reference showed (it vanished or
+    collapsed, e.g. after fast motion or an occlusion) while the other direction still sees it
+    with the object's appearance, the other direction is taken whole.  An object that one
+    reference does not show (it enters or leaves in between, or the user removed it there) is
+    blended by temporal distance, so a correction that removes an object changes the frames
+    nearer to it and an object that really leaves stays gone.
     """
     if fwd is None and bwd is None:
         return None
+    lost_f = in_refs[0] and (fwd is None or fwd.area() < lost_ratio * ref_areas[0])
+    lost_b = in_refs[1] and (bwd is None or bwd.area() < lost_ratio * ref_areas[1])
+    if lost_f and not lost_b and bwd is not None and bwd.score >= min_score:
+        return bwd
+    if lost_b and not lost_f and fwd is not None and fwd.score >= min_score:
+        return fwd
     boxes = [m.box for m in (fwd, bwd) if m is not None]
     box = (min(b[0] for b in boxes), max(b[1] for b in boxes), min(b[2] for b in boxes), max(b[3] for b in boxes))
     r0, r1, c0, c1 = box
@@ -282,7 +319,8 @@ def fuse_directions(fwd: SoftMask | None, bwd: SoftMask | None, w_fwd: float,
         if m is not None and wgt > 0:
             a0, a1, b0, b1 = m.box
             acc[a0 - r0:a1 - r0, b0 - c0:b1 - c0] += wgt * m.prob
-    return SoftMask(box, acc)
+    score = sum(wgt * m.score for m, wgt in ((fwd, w_fwd), (bwd, 1.0 - w_fwd)) if m is not None)
+    return SoftMask(box, acc, score)
 
 
 def merge_objects(masks: dict[int, SoftMask], shape: tuple[int, int]) -> np.ndarray:
@@ -312,6 +350,7 @@ class _Pass:
         for oid in np.unique(labels):
             if oid:
                 self.state[int(oid)] = SoftMask.from_binary(labels == oid)
+        self.ref_areas = {oid: sm.area() for oid, sm in self.state.items()}
         self.t = ref
 
     def advance(self) -> dict[int, SoftMask]:
@@ -357,9 +396,6 @@ def propagate_session(session, start: int, stop: int, progress: Callable[[int, i
         flows = FlowCache(lambda t: to_gray_u8(session.image(t)), params.flow_preset,
                           scale=params.flow_scale)
         session._flows = flows
-    shape = (session.height, session.width)
-    hists = _reference_histograms(session, refs, params)
-
     jobs = []
     for a, b in plan_segments(refs, session.n_frames):
         key = np.array([-1 if a is None else a, -1 if a is None else refs[a],
@@ -385,44 +421,146 @@ def propagate_session(session, start: int, stop: int, progress: Callable[[int, i
     for a, b, key, todo in jobs:
         if is_cancelled():
             break
-        first, last = todo[0], todo[-1]
-        fwd_results: dict[int, tuple] = {}
-        use_bwd = b is not None and (params.bidirectional or a is None)
-        if a is not None:
-            tracker = _Pass(session, a, +1, flows, params, pooled_models(a, hists, params.pool_weight))
-            for t in range(a + 1, last + 1):
-                if is_cancelled():
-                    return written
-                state = tracker.advance()
-                if t >= first:
-                    if use_bwd:
-                        fwd_results[t] = {oid: sm.pack() for oid, sm in state.items()}
-                    else:
-                        store.write(t, merge_objects(state, shape))
-                        store.computed_from[t] = key
-                        written += 1
-                    tick()
-        if use_bwd:
-            tracker = _Pass(session, b, -1, flows, params, pooled_models(b, hists, params.pool_weight))
-            for t in range(b - 1, first - 1, -1):
-                if is_cancelled():
-                    return written
-                state = tracker.advance()
-                if t > last:
-                    continue
-                if a is not None:
-                    fwd = {oid: SoftMask.unpack(p) for oid, p in fwd_results.pop(t).items()}
-                    w_fwd = (b - t) / (b - a)
-                    fused = {}
-                    for oid in set(fwd) | set(state):
-                        m = fuse_directions(fwd.get(oid), state.get(oid), w_fwd, shape)
-                        if m is not None:
-                            fused[oid] = m
-                    state_t = fused
-                else:
-                    state_t = state
-                store.write(t, merge_objects(state_t, shape))
-                store.computed_from[t] = key
-                written += 1
-                tick()
+        _clear_auto_references(store, a, b)
+        pool = {t: r["revision"] for t, r in store.references.items()}  # user + automatic
+        hists = _reference_histograms(session, pool, params)
+        records = []
+        for t, labels, agree in _track_span(session, a, b, todo, flows, params, hists, is_cancelled,
+                                            tick):
+            store.write(t, labels)
+            store.computed_from[t] = key
+            written += 1
+            # the frame is still in the session's image cache: measure its sharpness now
+            records.append((t, labels, agree, sharpness(session.image(t))))
+            tick()
+        if is_cancelled():
+            break
+        for t in select_extra_samples(records, session, params):
+            store.set_reference(t, "auto")
     return written
+
+
+def _track_span(session, a: int | None, b: int | None, todo: list[int], flows: FlowCache,
+                params: MRGSParams, hists: dict, is_cancelled: Callable[[], bool],
+                tick: Callable[[], None]):
+    """Track every object through the span between references ``a`` and ``b`` (either may be
+    None), yielding ``(t, labels, agreement)`` for the frames in ``todo`` in the order they are
+    finished; ``agreement`` is the lowest forward/backward IoU of an object (1 with one
+    direction).  ``tick`` is called for each frame of a first pass whose result waits for the
+    second one."""
+    shape = (session.height, session.width)
+    first, last = todo[0], todo[-1]
+    fwd_results: dict[int, dict] = {}
+    fwd_areas: dict[int, int] = {}
+    use_bwd = b is not None and (params.bidirectional or a is None)
+    if a is not None:
+        tracker = _Pass(session, a, +1, flows, params, pooled_models(a, hists, params.pool_weight))
+        fwd_areas = tracker.ref_areas
+        for t in range(a + 1, last + 1):
+            if is_cancelled():
+                return
+            state = tracker.advance()
+            if t < first:
+                continue
+            if use_bwd:
+                fwd_results[t] = {oid: sm.pack() for oid, sm in state.items()}
+                tick()
+            else:
+                yield t, merge_objects(state, shape), 1.0
+    if not use_bwd:
+        return
+    tracker = _Pass(session, b, -1, flows, params, pooled_models(b, hists, params.pool_weight))
+    for t in range(b - 1, first - 1, -1):
+        if is_cancelled():
+            return
+        state = tracker.advance()
+        if t > last:
+            continue
+        if a is None:
+            yield t, merge_objects(state, shape), 1.0
+            continue
+        fwd = {oid: SoftMask.unpack(p) for oid, p in fwd_results.pop(t).items()}
+        w_fwd = (b - t) / (b - a)
+        fused, agree = {}, 1.0
+        for oid in set(fwd) | set(state):
+            f, g = fwd.get(oid), state.get(oid)
+            agree = min(agree, _soft_iou(f, g))
+            m = fuse_directions(f, g, w_fwd, in_refs=(oid in fwd_areas, oid in tracker.ref_areas),
+                                ref_areas=(fwd_areas.get(oid, 0), tracker.ref_areas.get(oid, 0)),
+                                lost_ratio=params.lost_ratio, min_score=params.min_score)
+            if m is not None:
+                fused[oid] = m
+        yield t, merge_objects(fused, shape), agree
+
+
+def _soft_iou(a: SoftMask | None, b: SoftMask | None) -> float:
+    """IoU of two objects' masks (1 when both are absent, 0 when one is)."""
+    if a is None or b is None:
+        return float(a is None and b is None)
+    r0, r1 = min(a.box[0], b.box[0]), max(a.box[1], b.box[1])
+    c0, c1 = min(a.box[2], b.box[2]), max(a.box[3], b.box[3])
+    ma = np.zeros((r1 - r0, c1 - c0), bool)
+    mb = np.zeros_like(ma)
+    ma[a.box[0] - r0:a.box[1] - r0, a.box[2] - c0:a.box[3] - c0] = a.prob > 0.5
+    mb[b.box[0] - r0:b.box[1] - r0, b.box[2] - c0:b.box[3] - c0] = b.prob > 0.5
+    union = np.count_nonzero(ma | mb)
+    return 1.0 if union == 0 else np.count_nonzero(ma & mb) / union
+
+
+def _clear_auto_references(store, a: int | None, b: int | None) -> None:
+    lo = -1 if a is None else a
+    hi = np.inf if b is None else b
+    for t, r in list(store.references.items()):
+        if r["kind"] == "auto" and lo < t < hi:
+            store.remove_reference(t)
+
+
+def sharpness(image: np.ndarray) -> float:
+    """Variance of the Laplacian of a frame (low = blurry)."""
+    return float(cv2.Laplacian(to_gray_u8(image), cv2.CV_32F).var())
+
+
+def select_extra_samples(records: list[tuple[int, np.ndarray, float, float]], session,
+                         params: MRGSParams) -> list[int]:
+    """Reliable propagated frames to promote to automatic references.
+
+    A frame qualifies when it is not blurry (Laplacian variance at least half the span's median),
+    every object on it is not tiny (``min_sample_area``), nothing anomalous happens to it (the
+    forward and backward estimates agree, ``min_agreement``, and no object's area jumps by more
+    than ``max_area_jump`` from the neighbouring frames), and it is not redundant (at least
+    ``sample_gap`` frames from every reference).  Best-agreeing frames are taken first.
+    """
+    if params.sample_gap <= 0 or len(records) < 3:
+        return []
+    records = sorted(records, key=lambda r: r[0])
+    areas = [np.bincount(lab.ravel()) for _, lab, _, _ in records]
+    sharp = np.array([r[3] for r in records])
+    floor = 0.5 * float(np.median(sharp))
+    taken = sorted(session.store.references)
+    chosen = []
+    order = sorted(range(len(records)), key=lambda i: -records[i][2])
+    for i in order:
+        t, _, agree, _ = records[i]
+        if agree < params.min_agreement or sharp[i] < floor or not 0 < i < len(records) - 1:
+            continue
+        obj = areas[i][1:]
+        present = obj[obj > 0]
+        if present.size == 0 or present.min() < params.min_sample_area:
+            continue
+        jumps = [_area_jump(areas[i], areas[j]) for j in (i - 1, i + 1)]
+        if max(jumps) > params.max_area_jump:
+            continue
+        if any(abs(t - r) < params.sample_gap for r in taken + chosen):
+            continue
+        chosen.append(t)
+    return sorted(chosen)
+
+
+def _area_jump(a: np.ndarray, b: np.ndarray) -> float:
+    n = max(len(a), len(b))
+    a = np.pad(a, (0, n - len(a)))[1:].astype(float)
+    b = np.pad(b, (0, n - len(b)))[1:].astype(float)
+    both = (a > 0) | (b > 0)
+    if not both.any():
+        return 0.0
+    return float(np.max(np.abs(a[both] - b[both]) / np.maximum(np.maximum(a[both], b[both]), 1)))
