@@ -23,7 +23,7 @@ Weight-free implementation:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -31,6 +31,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from .appearance import MemoryPool, PixelClassifier, _check_image, base_channels, pixel_features
+from .graphcut import cut
 from .scribbles import NO_LABEL, Scribble, clip_scribble, control_points, rasterize_scribbles
 
 __all__ = ["CPSMParams", "scribbles_to_mask", "rasterize_control_points"]
@@ -81,6 +82,18 @@ class CPSMParams:
         Automatic background samples per round.
     memory_weight : float
         Total weight of memory-pool samples relative to this frame's samples.
+    max_pixels : int
+        Larger frames are segmented shrunk to about this many pixels, then refined by a
+        full-resolution graph cut in a band around the outline (measured on DAVIS 480p:
+        round-1 J 0.707 at full size, 0.683 at 200k, 0.663 at 130k pixels).
+    max_pixels_grey : int
+        The same for grey frames, where shrinking also denoises (GOWT1 1024x1024:
+        per-nucleus J 0.889 at 450k, 0.922 at 130k pixels).
+    local_level : float
+        Grey frames: per-object intensity threshold at this fraction from the local
+        background to the stroke's intensity.
+    local_mix : float
+        Grey frames: weight of the local-threshold probability against the classifier's.
     """
 
     spacing: float = 4.0
@@ -100,6 +113,8 @@ class CPSMParams:
     self_train: int = 1
     n_samples: int = 1500
     memory_weight: float = 0.5
+    max_pixels: int = 450_000
+    max_pixels_grey: int = 130_000
     local_level: float = 0.5
     local_mix: float = 0.5
     seed: int = 0
@@ -174,76 +189,6 @@ def _blob_radii(light: np.ndarray, points: np.ndarray) -> np.ndarray:
     radii = sig[best] * np.sqrt(2.0)
     radii[resp[best, np.arange(len(best))] <= 0] = sig[0] * np.sqrt(2.0)
     return radii
-
-
-def _edge_weights(base: np.ndarray, smooth: float) -> list[tuple[tuple[int, int], np.ndarray]]:
-    """Contrast-sensitive weights of the 4 forward 8-neighbourhood directions.
-
-    Returns ``[((dr, dc), w)]`` with ``w[r, c]`` the weight of edge (r, c)-(r+dr, c+dc)
-    (zero where the neighbour is outside the image).
-    """
-    h, w = base.shape[:2]
-    b = cv2.GaussianBlur(base, (0, 0), 0.5)
-    if b.ndim == 2:
-        b = b[..., None]
-    dirs = [(0, 1), (1, 0), (1, 1), (1, -1)]
-    diffs = []
-    for dr, dc in dirs:
-        d2 = np.zeros((h, w), np.float32)
-        rs = slice(0, h - dr)
-        cs = slice(0, w - dc) if dc >= 0 else slice(-dc, w)
-        rt = slice(dr, h)
-        ct = slice(dc, w) if dc >= 0 else slice(0, w + dc)
-        d2[rs, cs] = ((b[rs, cs] - b[rt, ct]) ** 2).sum(-1)
-        valid = np.zeros((h, w), bool)
-        valid[rs, cs] = True
-        diffs.append((d2, valid))
-    mean_d2 = np.mean([d[v].mean() for d, v in diffs if v.any()])
-    beta = 1.0 / (2.0 * max(float(mean_d2), 1e-8))
-    out = []
-    for (dr, dc), (d2, valid) in zip(dirs, diffs):
-        wgt = smooth * np.exp(-beta * d2) / np.hypot(dr, dc)
-        wgt[~valid] = 0.0
-        out.append(((dr, dc), wgt.astype(np.float32)))
-    return out
-
-
-def _binary_cut(u_fg: np.ndarray, u_bg: np.ndarray, edges) -> np.ndarray:
-    """Minimise sum(u) + sum(w [x_p != x_q]) over binary x; True = foreground."""
-    try:
-        import maxflow
-    except ImportError:  # pragma: no cover - exercised only without PyMaxflow
-        return _mean_field(u_fg, u_bg, edges)
-    g = maxflow.Graph[float]()
-    nodes = g.add_grid_nodes(u_fg.shape)
-    for (dr, dc), wgt in edges:
-        st = np.zeros((3, 3))
-        st[1 + dr, 1 + dc] = 1.0
-        g.add_grid_edges(nodes, weights=wgt, structure=st, symmetric=True)
-    # source side = foreground: cutting the source edge costs u_fg's complement
-    m = np.minimum(u_fg, u_bg)
-    g.add_grid_tedges(nodes, u_bg - m, u_fg - m)
-    g.maxflow()
-    return ~g.get_grid_segments(nodes)
-
-
-def _mean_field(u_fg: np.ndarray, u_bg: np.ndarray, edges, iters: int = 15) -> np.ndarray:
-    """Approximate the binary cut by mean-field iterations (fallback without PyMaxflow)."""
-    h, w = u_fg.shape
-    d = np.clip(u_bg - u_fg, -50, 50)
-    q = 1.0 / (1.0 + np.exp(-d))
-    for _ in range(iters):
-        msg = np.zeros((h, w), np.float32)
-        s = 2.0 * q - 1.0
-        for (dr, dc), wgt in edges:
-            rs = slice(0, h - dr)
-            cs = slice(0, w - dc) if dc >= 0 else slice(-dc, w)
-            rt = slice(dr, h)
-            ct = slice(dc, w) if dc >= 0 else slice(0, w + dc)
-            msg[rs, cs] += wgt[rs, cs] * s[rt, ct]
-            msg[rt, ct] += wgt[rs, cs] * s[rs, cs]
-        q = 1.0 / (1.0 + np.exp(-np.clip(d + msg, -50, 50)))
-    return q > 0.5
 
 
 def _predict(clf: PixelClassifier, feats: np.ndarray, max_pixels: int = 120_000) -> np.ndarray:
@@ -336,13 +281,70 @@ def scribbles_to_mask(
     out = prior.copy()
     if active:
         fixed = (prior > 0) & ~np.isin(prior, list(active))
-        labels = _segment(img, strokes, prior, fixed, sorted(active), memory, p, new_raster >= 0)
+        scale = np.sqrt(h * w / (p.max_pixels_grey if img.shape[2] == 1 else p.max_pixels))
+        if scale > 1.25:
+            labels = _segment_coarse(img, scribbles, strokes, prior, fixed, sorted(active), memory, p, new, scale)
+        else:
+            labels = _segment(img, strokes, prior, fixed, sorted(active), memory, p, new_raster >= 0)[0]
         out[~fixed] = 0
         out[~fixed & (labels > 0)] = labels[~fixed & (labels > 0)]
         if prior.any():
             out = _keep_local_changes(out, prior, new_raster >= 0)
     painted = cps >= 0
     out[painted] = cps[painted].astype(np.uint32)
+    return out
+
+
+def _segment_coarse(
+    img: np.ndarray,
+    scribbles: list[Scribble],
+    strokes: np.ndarray,
+    prior: np.ndarray,
+    fixed: np.ndarray,
+    active: list[int],
+    memory: MemoryPool | None,
+    p: CPSMParams,
+    new: set[int],
+    scale: float,
+) -> np.ndarray:
+    """:func:`_segment` on a frame shrunk by ``scale``, then a full-resolution graph cut in a
+    band around the upsampled outline (the band's unary terms are the upsampled coarse ones)."""
+    h, w = img.shape[:2]
+    hs, ws = max(2, int(round(h / scale))), max(2, int(round(w / scale)))
+    sy, sx = hs / h, ws / w
+    small = cv2.resize(img, (ws, hs), interpolation=cv2.INTER_AREA).reshape(hs, ws, -1)
+    f = np.array([sy, sx])
+    sscr = [Scribble(s.object_id, (s.points + 0.5) * f - 0.5) for s in scribbles]
+    sstrokes = rasterize_scribbles(sscr, (hs, ws), 1)
+    snew = rasterize_scribbles([s for s in sscr if s.object_id in new], (hs, ws), 1) >= 0
+    sprior = cv2.resize(prior, (ws, hs), interpolation=cv2.INTER_NEAREST)
+    sfixed = cv2.resize(fixed.astype(np.uint8), (ws, hs), interpolation=cv2.INTER_NEAREST) > 0
+    sp = replace(p, min_start=p.min_start / scale)
+    lab_s, uf_s, ub_s = _segment(small, sstrokes, sprior, sfixed, active, memory, sp, snew)
+    lab = cv2.resize(lab_s, (w, h), interpolation=cv2.INTER_NEAREST)
+    fg = lab > 0
+    if not fg.any():
+        return lab
+    r = int(np.ceil(scale)) + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    band = (cv2.dilate(fg.astype(np.uint8), kernel) > 0) & ~(cv2.erode(fg.astype(np.uint8), kernel) > 0)
+    u_fg = cv2.resize(uf_s, (w, h), interpolation=cv2.INTER_LINEAR)
+    u_bg = cv2.resize(ub_s, (w, h), interpolation=cv2.INTER_LINEAR)
+    u_fg[~band & ~fg] = _HARD
+    u_bg[~band & fg] = _HARD
+    hard_fg = np.isin(strokes, active)
+    hard_bg = fixed | (strokes == 0) | (strokes > 0) & ~hard_fg
+    u_fg[hard_bg] = _HARD
+    u_bg[hard_fg] = _HARD
+    base = cv2.GaussianBlur(base_channels(img), (0, 0), 0.5).reshape(h, w, -1)
+    fg2 = cut(u_fg, u_bg, base, p.smooth, band & ~hard_fg & ~hard_bg)
+    # band pixels take the label of the nearest coarse object pixel
+    core = fg & ~band
+    if not core.any():
+        core = fg
+    _, idx = ndi.distance_transform_edt(~core, return_indices=True)
+    out = np.where(fg2, lab[idx[0], idx[1]], 0).astype(np.uint32)
+    out[hard_fg] = strokes[hard_fg].astype(np.uint32)
     return out
 
 
@@ -430,7 +432,7 @@ def _segment(
         pen = np.minimum(pen, d)
     allowed = (pen < p.max_reach) & ~fixed & ~user_bg
     if not allowed.any():
-        return np.zeros((h, w), np.uint32)
+        return np.zeros((h, w), np.uint32), np.full((h, w), _HARD, np.float32), np.zeros((h, w), np.float32)
     far = (pen > 1.0) & ~fixed & ~pos_full & ~prior_fg
     spatial = p.spatial_weight * np.maximum(pen - 1.0, 0.0)
 
@@ -503,7 +505,7 @@ def _segment(
                         ws.append(np.full(int(sel.sum()), p.memory_weight / sel.sum(), np.float32))
         return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
 
-    edges = [(d, wgt) for d, wgt in _edge_weights(crop(base) if base.ndim == 3 else base[roi], p.smooth)]
+    base_roi = np.ascontiguousarray(cv2.GaussianBlur(base, (0, 0), 0.5)[roi]).reshape(pos_mask.shape + (-1,))
     hard_bg = ~crop(allowed)
     hard_fg = crop(obj_strokes)
     prior_cost_fg = np.zeros(pos_mask.shape, np.float32)
@@ -519,6 +521,8 @@ def _segment(
     mem_pos = memory is not None and bool(memory.object_ids() & set(active))
     if mem_pos:
         spatial = spatial * 0.5
+    u_fg = np.where(hard_bg, _HARD, 1.0).astype(np.float32)
+    u_bg = np.where(hard_bg, 0.0, 0.0).astype(np.float32)
     for it in range(1 + max(0, p.self_train)):
         if fg is None:
             x, y, wt = samples(None, None)
@@ -539,14 +543,17 @@ def _segment(
         u_bg = -np.log(1.0 - prob + eps) + prior_cost_bg
         u_fg[hard_bg] = _HARD
         u_bg[hard_fg] = _HARD
-        fg = _binary_cut(u_fg.astype(np.float64), u_bg.astype(np.float64), edges)
+        fg = cut(u_fg, u_bg, base_roi, p.smooth, ~(hard_bg | hard_fg))
         if it == 0 and p.self_train and not fg.any():
             break
 
     labels_roi = _assign(fg, crop(strokes), crop(prior), active)
     out = np.zeros((h, w), np.uint32)
     out[roi] = labels_roi
-    return out
+    uf = np.full((h, w), _HARD, np.float32)
+    ub = np.zeros((h, w), np.float32)
+    uf[roi], ub[roi] = u_fg, u_bg
+    return out, uf, ub
 
 
 def _local_intensity_prob(
