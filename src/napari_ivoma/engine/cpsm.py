@@ -82,6 +82,9 @@ class CPSMParams:
         Automatic background samples per round.
     memory_weight : float
         Total weight of memory-pool samples relative to this frame's samples.
+    refine_band : int
+        Self-training rounds re-decide only pixels within this distance of the previous
+        cut's outline (0 = the whole region of interest).
     max_pixels : int
         Larger frames are segmented shrunk to about this many pixels, then refined by a
         full-resolution graph cut in a band around the outline (measured on DAVIS 480p:
@@ -113,6 +116,7 @@ class CPSMParams:
     self_train: int = 1
     n_samples: int = 1500
     memory_weight: float = 0.5
+    refine_band: int = 12
     max_pixels: int = 450_000
     max_pixels_grey: int = 130_000
     local_level: float = 0.5
@@ -535,7 +539,17 @@ def _segment(
             fg = ~hard_bg
             break
         clf = PixelClassifier(seed=p.seed).fit(x, y, wt)
-        prob = _predict(clf, feats)
+        free = ~(hard_bg | hard_fg)
+        if fg is None or p.refine_band <= 0:
+            prob = _predict(clf, feats)
+        else:
+            # self-training only moves the outline: re-decide a band around the first cut
+            k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * p.refine_band + 1,) * 2)
+            f8 = fg.astype(np.uint8)
+            band = (cv2.dilate(f8, k) > 0) & ~(cv2.erode(f8, k) > 0)
+            prob = np.where(fg, 1.0, 0.0).astype(np.float32)
+            prob[band] = clf.predict_proba(feats[band])
+            free &= band
         if local is not None:
             prob = (1.0 - p.local_mix) * prob + p.local_mix * local
         eps = 1e-4
@@ -543,7 +557,7 @@ def _segment(
         u_bg = -np.log(1.0 - prob + eps) + prior_cost_bg
         u_fg[hard_bg] = _HARD
         u_bg[hard_fg] = _HARD
-        fg = cut(u_fg, u_bg, base_roi, p.smooth, ~(hard_bg | hard_fg))
+        fg = cut(u_fg, u_bg, base_roi, p.smooth, free)
         if it == 0 and p.self_train and not fg.any():
             break
 
