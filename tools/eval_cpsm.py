@@ -1,9 +1,10 @@
 """Dev evaluation of CPSM with simulated users (reads /work/shared/data, never copies it).
 
-DAVIS: round 1 = one stroke along the skeleton (longest medial-axis path) of the GT
-object, no background stroke; round 2 = prior + a stroke along the largest false-
-negative region (object id) and one along the largest false-positive region (id 0).
-Cells: one click (or one skeleton stroke) per GT nucleus, per-object J.
+Strokes come from the benchmark's simulated annotator (:mod:`napari_ivoma.bench.annotator`).
+DAVIS: round 1 = one stroke along the skeleton longest path of the GT object, no
+background stroke; round 2 = prior + a stroke along the largest false-negative region
+(object id) and one along the largest false-positive region (id 0), same frame.
+Cells: one skeleton stroke (or, "click", the innermost pixel) per GT nucleus, per-object J.
 
 Usage::
 

@@ -4,8 +4,9 @@ Weight-free implementation:
 
 1. *Control points* are sampled along every scribble (:func:`control_points`); they
    are hard constraints of the output.
-2. An *appearance model* (a small MLP on multiscale colour / edge / blob / texture
-   features, :mod:`.appearance`) is learned from the pixels under the scribbles,
+2. An *appearance model* (extra-trees on multiscale colour / edge / blob / texture
+   features for colour frames, on the intensity for grey ones, :mod:`.appearance`;
+   grey frames add per-object local intensity thresholds) is learned from the pixels under the scribbles,
    automatic background samples taken beyond an object-dependent distance from
    the strokes (or from the prior mask in correction rounds), and the confirmed
    masks of the video kept in a :class:`MemoryPool`.
@@ -14,9 +15,11 @@ Weight-free implementation:
    from the rest; one round of self-training refines the appearance model from
    the first cut.
 4. The foreground is split among objects by a seeded watershed from their
-   strokes, so touching objects (e.g. nuclei) do not merge; foreground blobs
+   strokes on its distance transform, so touching objects (e.g. nuclei) do not merge; foreground blobs
    reached by no stroke are dropped.
-5. In correction rounds only the objects named by the new scribbles (and the
+5. Large frames are segmented shrunk, then refined by a full-resolution graph
+   cut in a band around the outline.
+6. In correction rounds only the objects named by the new scribbles (and the
    objects these scribbles touch) are re-segmented, the prior mask enters the
    unary term, and only changes connected to a new scribble are kept.
 """
