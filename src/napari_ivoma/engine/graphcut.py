@@ -54,12 +54,25 @@ def cut(u_fg: np.ndarray, u_bg: np.ndarray, image: np.ndarray, smooth: float,
     ----------
     Boykov & Jolly (2001) "Interactive graph cuts"; Rother et al. (2004) "GrabCut".
     """
-    h, w = u_fg.shape
     fixed_fg = ~free & (u_fg < u_bg)
     out = fixed_fg.copy()
-    n = int(free.sum())
-    if n == 0:
+    rows = np.flatnonzero(free.any(axis=1))
+    if rows.size == 0:
         return out
+    cols = np.flatnonzero(free.any(axis=0))
+    # only the bounding box of the free pixels (plus their neighbours) takes part in the cut
+    r0, r1 = max(rows[0] - 1, 0), min(rows[-1] + 2, free.shape[0])
+    c0, c1 = max(cols[0] - 1, 0), min(cols[-1] + 2, free.shape[1])
+    win = (slice(r0, r1), slice(c0, c1))
+    out[win] = _cut_window(u_fg[win], u_bg[win], image[win], smooth, free[win], fixed_fg[win])
+    return out
+
+
+def _cut_window(u_fg: np.ndarray, u_bg: np.ndarray, image: np.ndarray, smooth: float,
+                free: np.ndarray, fixed_fg: np.ndarray) -> np.ndarray:
+    h, w = u_fg.shape
+    out = fixed_fg.copy()
+    n = int(free.sum())
     idx = np.full((h, w), -1, np.int64)
     idx[free] = np.arange(n)
     m = np.minimum(u_fg[free], u_bg[free])
