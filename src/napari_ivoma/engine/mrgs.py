@@ -54,6 +54,7 @@ class MRGSParams:
     max_cut_pixels: int = 40000  # larger regions of interest are cut at a lower resolution
     lost_ratio: float = 0.3      # an object below this share of its reference area has vanished
     min_score: float = 0.5       # appearance log-odds an object needs to be trusted from one side
+    vanish_score: float = -1.0   # below this mean appearance log-odds a tracked object is gone
     sample_gap: int = 10         # extra samples: at least this many frames from any reference (0 = off)
     min_agreement: float = 0.85  # extra samples: forward/backward IoU of every object
     min_sample_area: int = 64    # extra samples: no object smaller than this (px)
@@ -243,6 +244,8 @@ def track_object(prev: SoftMask, flow: np.ndarray, image: np.ndarray, qimage: np
         warped_s = warped
     fg = _band_cut(warped_s, crop_img, crop_q, model, params, params.band * scale)
     score = float(model(crop_q[fg]).mean()) if model is not None and fg.any() else 0.0
+    if score < params.vanish_score:
+        return None  # what is left does not look like the object: it is gone (occluded or left)
     if scale < 1.0:
         prob = cv2.resize(fg.astype(np.float32), (cw, ch), interpolation=cv2.INTER_LINEAR)
     else:
@@ -275,7 +278,8 @@ def _band_cut(warped: np.ndarray, image: np.ndarray, qimage: np.ndarray, model: 
 
 def fuse_directions(fwd: SoftMask | None, bwd: SoftMask | None, w_fwd: float,
                     in_refs: tuple[bool, bool] = (True, True), ref_areas: tuple[int, int] = (0, 0),
-                    lost_ratio: float = 0.3, min_score: float = 0.5) -> SoftMask | None:
+                    lost_ratio: float = 0.3, min_score: float = 0.5,
+                    exited: tuple[bool, bool] = (False, False)) -> SoftMask | None:
     """Fuse forward and backward estimates of one object, repairing anomalies.
 
     Parameters
@@ -293,6 +297,9 @@ def fuse_directions(fwd: SoftMask | None, bwd: SoftMask | None, w_fwd: float,
         An estimate smaller than this share of its reference's area has vanished.
     min_score : float
         Appearance confidence an estimate needs to be trusted alone.
+    exited : (bool, bool)
+        Whether the forward / backward estimate is absent because the object left through the
+        frame's edge (then it is gone, not lost).
 
     Notes
     -----
@@ -305,8 +312,8 @@ def fuse_directions(fwd: SoftMask | None, bwd: SoftMask | None, w_fwd: float,
     """
     if fwd is None and bwd is None:
         return None
-    lost_f = in_refs[0] and (fwd is None or fwd.area() < lost_ratio * ref_areas[0])
-    lost_b = in_refs[1] and (bwd is None or bwd.area() < lost_ratio * ref_areas[1])
+    lost_f = in_refs[0] and not exited[0] and (fwd is None or fwd.area() < lost_ratio * ref_areas[0])
+    lost_b = in_refs[1] and not exited[1] and (bwd is None or bwd.area() < lost_ratio * ref_areas[1])
     if lost_f and not lost_b and bwd is not None and bwd.score >= min_score:
         return bwd
     if lost_b and not lost_f and fwd is not None and fwd.score >= min_score:
@@ -351,6 +358,7 @@ class _Pass:
             if oid:
                 self.state[int(oid)] = SoftMask.from_binary(labels == oid)
         self.ref_areas = {oid: sm.area() for oid, sm in self.state.items()}
+        self.exited: dict[int, bool] = {}  # objects gone so far: True if through the frame edge
         self.t = ref
 
     def advance(self) -> dict[int, SoftMask]:
@@ -361,10 +369,15 @@ class _Pass:
             image = self.session.image(t_new)
             q = quantize(image, self.params.hist_bins)
             new_state = {}
+            h, w = flow.shape[:2]
+            margin = max_motion + self.params.band
             for oid, sm in self.state.items():
                 nxt = track_object(sm, flow, image, q, self.models.get(oid), self.params, max_motion)
                 if nxt is not None:
                     new_state[oid] = nxt
+                else:  # remember whether it left through the frame's edge or was lost inside
+                    r0, r1, c0, c1 = sm.box
+                    self.exited[oid] = min(r0, c0, h - r1, w - c1) <= margin
             self.state = new_state
         self.t = t_new
         return self.state
@@ -456,6 +469,7 @@ def _track_span(session, a: int | None, b: int | None, todo: list[int], flows: F
     if a is not None:
         tracker = _Pass(session, a, +1, flows, params, pooled_models(a, hists, params.pool_weight))
         fwd_areas = tracker.ref_areas
+        fwd_exited: dict[int, dict[int, bool]] = {}
         for t in range(a + 1, last + 1):
             if is_cancelled():
                 return
@@ -464,6 +478,7 @@ def _track_span(session, a: int | None, b: int | None, todo: list[int], flows: F
                 continue
             if use_bwd:
                 fwd_results[t] = {oid: sm.pack() for oid, sm in state.items()}
+                fwd_exited[t] = dict(tracker.exited)
                 tick()
             else:
                 yield t, merge_objects(state, shape), 1.0
@@ -480,6 +495,7 @@ def _track_span(session, a: int | None, b: int | None, todo: list[int], flows: F
             yield t, merge_objects(state, shape), 1.0
             continue
         fwd = {oid: SoftMask.unpack(p) for oid, p in fwd_results.pop(t).items()}
+        ex_f = fwd_exited.pop(t)
         w_fwd = (b - t) / (b - a)
         fused, agree = {}, 1.0
         for oid in set(fwd) | set(state):
@@ -487,7 +503,8 @@ def _track_span(session, a: int | None, b: int | None, todo: list[int], flows: F
             agree = min(agree, _soft_iou(f, g))
             m = fuse_directions(f, g, w_fwd, in_refs=(oid in fwd_areas, oid in tracker.ref_areas),
                                 ref_areas=(fwd_areas.get(oid, 0), tracker.ref_areas.get(oid, 0)),
-                                lost_ratio=params.lost_ratio, min_score=params.min_score)
+                                lost_ratio=params.lost_ratio, min_score=params.min_score,
+                                exited=(ex_f.get(oid, False), tracker.exited.get(oid, False)))
             if m is not None:
                 fused[oid] = m
         yield t, merge_objects(fused, shape), agree
