@@ -51,7 +51,7 @@ class MRGSParams:
     smooth: float = 2.0          # weight of the contrast-sensitive smoothness of the cut
     hist_bins: int = 16          # colour histogram bins per channel (grey: 4x as many)
     min_area: int = 12           # an object smaller than this (px) has vanished
-    max_cut_pixels: int = 40000  # larger regions of interest are cut at a lower resolution
+    max_cut_pixels: int = 20000  # larger regions of interest are cut at a lower resolution
     lost_ratio: float = 0.3      # an object below this share of its reference area has vanished
     min_score: float = 0.5       # appearance log-odds an object needs to be trusted from one side
     vanish_score: float = -1.0   # below this mean appearance log-odds a tracked object is gone
@@ -82,6 +82,18 @@ class SoftMask:
 
     def area(self) -> int:
         return int((self.prob > 0.5).sum())
+
+    def tight(self, floor: float = 0.01) -> SoftMask | None:
+        """The same mask in the smallest box holding its non-negligible pixels."""
+        support = self.prob > floor
+        rows = np.flatnonzero(support.any(axis=1))
+        if rows.size == 0:
+            return None
+        cols = np.flatnonzero(support.any(axis=0))
+        a0, a1, b0, b1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        r0, _, c0, _ = self.box
+        return SoftMask((r0 + int(a0), r0 + int(a1), c0 + int(b0), c0 + int(b1)),
+                        self.prob[a0:a1, b0:b1], self.score)
 
     def full(self, shape: tuple[int, int]) -> np.ndarray:
         out = np.zeros(shape, np.float32)
@@ -209,7 +221,8 @@ def track_object(prev: SoftMask, flow: np.ndarray, image: np.ndarray, qimage: np
     model : ColourModel or None
         Appearance of the object on the reference frames.
     max_motion : float
-        Largest flow magnitude in the frame (bounds the search box).
+        Typical largest motion in the frame (99th percentile of the flow magnitude); the search
+        box also covers the largest motion measured around the object itself.
 
     Returns
     -------
@@ -223,9 +236,14 @@ def track_object(prev: SoftMask, flow: np.ndarray, image: np.ndarray, qimage: np
     outside the band keep the warped decision.
     """
     h, w = flow.shape[:2]
-    box = _expand(prev.box, int(np.ceil(max_motion)) + params.band + 2, (h, w))
+    near = _expand(prev.box, 2 * params.band, (h, w))
+    fn = flow[near[0]:near[1], near[2]:near[3]]
+    local = float(np.sqrt((fn * fn).sum(axis=2).max())) if fn.size else 0.0
+    box = _expand(prev.box, int(np.ceil(max(local, max_motion))) + params.band + 2, (h, w))
     r0, r1, c0, c1 = box
-    ys, xs = np.mgrid[r0:r1, c0:c1].astype(np.float32)
+    ys, xs = np.indices((r1 - r0, c1 - c0), np.float32)
+    ys += r0
+    xs += c0
     f = flow[r0:r1, c0:c1]
     pr0, _, pc0, _ = prev.box
     warped = cv2.remap(prev.prob, xs + f[..., 0] - pc0, ys + f[..., 1] - pr0, cv2.INTER_LINEAR,
@@ -251,8 +269,8 @@ def track_object(prev: SoftMask, flow: np.ndarray, image: np.ndarray, qimage: np
     else:
         prob = fg.astype(np.float32)
     prob = cv2.GaussianBlur(prob, (0, 0), 0.7)
-    out = SoftMask(box, prob, score)
-    return out if out.area() >= params.min_area else None
+    out = SoftMask(box, prob, score).tight()
+    return out if out is not None and out.area() >= params.min_area else None
 
 
 def _band_cut(warped: np.ndarray, image: np.ndarray, qimage: np.ndarray, model: ColourModel | None,
@@ -365,7 +383,8 @@ class _Pass:
         t_new = self.t + self.step
         if self.state:
             flow = self.flows.flow(t_new, self.t)
-            max_motion = float(np.sqrt((flow.astype(np.float32) ** 2).sum(axis=2).max()))
+            mag = np.sqrt((flow[::4, ::4] ** 2).sum(axis=2))
+            max_motion = float(np.percentile(mag, 99))
             image = self.session.image(t_new)
             q = quantize(image, self.params.hist_bins)
             new_state = {}
