@@ -104,6 +104,17 @@ class CPSMParams:
         background to the stroke's intensity.
     local_mix : float
         Grey frames: weight of the local-threshold probability against the classifier's.
+    novel_weight : float
+        Colour frames, first round: weight of object samples taken from the pixels within
+        ``novel_zone`` start distances of the strokes whose colour is rare in the automatic
+        background (parts of an object coloured unlike its stroke, e.g. the red back of a
+        silver car; GrabCut's logic: what the background does not explain belongs to the
+        object).  DAVIS round-1 J 0.705 -> 0.732 (frames 0/mid), 0.749 -> 0.774 (10/33).
+    novel_level : float
+        A colour is rare below this fraction of the uniform density of the background's
+        smoothed Lab histogram.
+    novel_zone : float
+        See ``novel_weight``.
     """
 
     spacing: float = 4.0
@@ -129,6 +140,9 @@ class CPSMParams:
     max_pixels_grey: int = 130_000
     local_level: float = 0.5
     local_mix: float = 0.5
+    novel_weight: float = 1.0
+    novel_level: float = 0.05
+    novel_zone: float = 1.0
     seed: int = 0
 
 
@@ -376,6 +390,22 @@ def _keep_local_changes(out: np.ndarray, prior: np.ndarray, new_mask: np.ndarray
     return out
 
 
+def _unseen_colours(lab: np.ndarray, background: np.ndarray, level: float) -> np.ndarray:
+    """Pixels whose colour is rare in ``background``: smoothed Lab histogram density below
+    ``level`` times the uniform density."""
+    bins = np.array([8, 16, 16])
+    sm = cv2.GaussianBlur(lab, (0, 0), 1.5).reshape(lab.shape)
+    lo = np.array([0.0, -0.8, -0.8])
+    hi = np.array([1.0, 0.8, 0.8])
+    q = np.clip(((sm - lo) / (hi - lo) * bins).astype(np.int64), 0, bins - 1)
+    code = (q[..., 0] * bins[1] + q[..., 1]) * bins[2] + q[..., 2]
+    hist = np.bincount(code[background], minlength=int(bins.prod())).astype(np.float32).reshape(tuple(bins))
+    hist = ndi.uniform_filter(hist, 3, mode="constant")
+    total = max(float(hist.sum()), 1.0)
+    dens = hist.ravel()[code] / total * bins.prod()
+    return dens < level
+
+
 def _distrust_zone(new_mask: np.ndarray, zone: float, per_extent: float) -> np.ndarray:
     """Pixels where the prior is not trusted: within ``zone`` of a new stroke, or within
     ``per_extent`` times a stroke's extent (bounding-box diagonal) of that stroke, since a
@@ -484,6 +514,10 @@ def _segment(
     far_c = crop(far)
     pen_c = crop(pen)
     ring = far_c & (pen_c < 2.0)
+    novel = None
+    if p.novel_weight > 0 and img.shape[2] == 3 and not prior.any():
+        zone = (pen_c < p.novel_zone) & ~pos_mask & ~crop(user_bg | fixed) & crop(allowed)
+        novel = zone & _unseen_colours(crop(base), far_c & (pen_c < p.max_reach), p.novel_level)
     prior_c = crop(prior_fg)
     # the prior is not trusted near the new scribbles: they say it is wrong there
     distrust = np.zeros(prior_c.shape, bool)
@@ -505,6 +539,8 @@ def _segment(
                 ws.append(weight * wi / max(float(wi.sum()), 1e-6))
 
         add(pos_mask, 1, p.n_samples, 1.0)
+        if novel is not None and pos_extra is None:
+            add(novel, 1, p.n_samples, p.novel_weight)
         add(neg_user, 0, p.n_samples, 1.0)
         # automatic background: trusted more the farther it is from the objects
         auto_w = p.auto_weight * (0.3 if user_bg.any() else 1.0) * (0.3 if mem_pos else 1.0)
