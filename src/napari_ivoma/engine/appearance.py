@@ -90,26 +90,29 @@ def pixel_features(image: np.ndarray) -> np.ndarray:
     if base.shape[2] == 1:
         return _blur(base, COLOR_SIGMAS[0]).reshape(base.shape[:2] + (1,)).astype(np.float32, copy=False)
     light = np.ascontiguousarray(base[..., 0])
-    feats: list[np.ndarray] = []
+    n_feat = 3 * len(COLOR_SIGMAS) + len(EDGE_SIGMAS) + len(LOG_SIGMAS) + len(STD_SIGMAS)
+    out = np.empty(base.shape[:2] + (n_feat,), np.float32)
+    j = 0
     for s in COLOR_SIGMAS:
-        sm = _blur(base, s)
-        if sm.ndim == 2:
-            sm = sm[..., None]
-        feats.extend(sm[..., c] for c in range(sm.shape[2]))
+        out[..., j : j + 3] = _blur(base, s)
+        j += 3
     for s in EDGE_SIGMAS:
         sm = _blur(light, s)
         gx = cv2.Sobel(sm, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
         gy = cv2.Sobel(sm, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
-        feats.append(np.sqrt(gx * gx + gy * gy) * (4.0 * s))
+        out[..., j] = cv2.magnitude(gx, gy) * (4.0 * s)
+        j += 1
     for s in LOG_SIGMAS:
         sm = _blur(light, s)
-        feats.append(cv2.Laplacian(sm, cv2.CV_32F, ksize=1) * (2.0 * s * s))
+        out[..., j] = cv2.Laplacian(sm, cv2.CV_32F, ksize=1) * (2.0 * s * s)
+        j += 1
     sq = light * light
     for s in STD_SIGMAS:
         m = _blur(light, s)
         v = _blur(sq, s) - m * m
-        feats.append(np.sqrt(np.maximum(v, 0.0)) * 4.0)
-    return np.stack(feats, axis=-1).astype(np.float32, copy=False)
+        out[..., j] = np.sqrt(np.maximum(v, 0.0)) * 4.0
+        j += 1
+    return out
 
 
 # --------------------------------------------------------------------------- classifier

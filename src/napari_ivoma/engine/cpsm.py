@@ -115,6 +115,11 @@ class CPSMParams:
         smoothed Lab histogram.
     novel_zone : float
         See ``novel_weight``.
+    first_cut_pixels : int
+        When self-training follows, a first cut over more free pixels than this is made at
+        half resolution (the self-training cut re-decides the outline band at full
+        resolution; DAVIS: ~30% faster, round-1 J 0.732 -> 0.724 on frames 0/mid,
+        0.774 -> 0.777 on 10/33).
     """
 
     spacing: float = 4.0
@@ -143,6 +148,7 @@ class CPSMParams:
     novel_weight: float = 1.0
     novel_level: float = 0.05
     novel_zone: float = 1.0
+    first_cut_pixels: int = 60_000
     seed: int = 0
 
 
@@ -390,6 +396,37 @@ def _keep_local_changes(out: np.ndarray, prior: np.ndarray, new_mask: np.ndarray
     return out
 
 
+def _coarse_cut(
+    u_fg: np.ndarray,
+    u_bg: np.ndarray,
+    image: np.ndarray,
+    smooth: float,
+    free: np.ndarray,
+    hard_fg: np.ndarray,
+    hard_bg: np.ndarray,
+) -> np.ndarray:
+    """:func:`cut` at half resolution (unary terms averaged over 2x2 blocks, smoothness
+    halved so that boundary and area costs keep their full-resolution balance), upsampled."""
+    h, w = u_fg.shape
+    hs, ws = (h + 1) // 2, (w + 1) // 2
+
+    def down(a, interp=cv2.INTER_AREA):
+        return cv2.resize(a, (ws, hs), interpolation=interp)
+
+    uf = down(np.minimum(u_fg, 50.0).astype(np.float32))
+    ub = down(np.minimum(u_bg, 50.0).astype(np.float32))
+    hf = down(hard_fg.astype(np.uint8), cv2.INTER_NEAREST) > 0
+    hb = down(hard_bg.astype(np.uint8), cv2.INTER_NEAREST) > 0
+    hb &= ~hf
+    uf[hb], ub[hf] = _HARD, _HARD
+    img = down(image).reshape(hs, ws, -1)
+    small = cut(uf, ub, img, 0.5 * smooth, ~hf & ~hb)
+    fg = cv2.resize(small.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    fg |= hard_fg
+    fg &= ~hard_bg
+    return fg
+
+
 def _unseen_colours(lab: np.ndarray, background: np.ndarray, level: float) -> np.ndarray:
     """Pixels whose colour is rare in ``background``: smoothed Lab histogram density below
     ``level`` times the uniform density."""
@@ -616,7 +653,10 @@ def _segment(
         u_bg = -np.log(1.0 - prob + eps) + prior_cost_bg
         u_fg[hard_bg] = _HARD
         u_bg[hard_fg] = _HARD
-        fg = cut(u_fg, u_bg, base_roi, p.smooth, free)
+        if fg is None and p.first_cut_pixels and free.sum() > p.first_cut_pixels and p.self_train:
+            fg = _coarse_cut(u_fg, u_bg, base_roi, p.smooth, free, hard_fg, hard_bg)
+        else:
+            fg = cut(u_fg, u_bg, base_roi, p.smooth, free)
         if it == 0 and p.self_train and not fg.any():
             break
 
