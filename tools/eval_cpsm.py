@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-from napari_ivoma.bench.annotator import correction_scribbles, first_round_scribbles
+from napari_ivoma.bench.annotator import correction_scribbles, first_round_scribbles, largest_region
 from napari_ivoma.engine.cpsm import CPSMParams, scribbles_to_mask
 from napari_ivoma.engine.scribbles import Scribble
 
@@ -75,8 +75,16 @@ def eval_davis(params: CPSMParams, frames: list[str], verbose: bool = True):
             j2 = jaccard(pred2, gt)
             r1.append(j1)
             r2.append(j2)
+            # what the correction did to the regions its strokes were drawn on (the annotator's
+            # largest false-negative / false-positive regions) and elsewhere
+            fn, fp = largest_region(gt & ~pred), largest_region(~gt & pred)
+            fixed_fn = float(pred2[fn].mean()) if fn.any() else 1.0
+            fixed_fp = float(1.0 - pred2[fp].mean()) if fp.any() else 1.0
+            lost = int((pred & gt & ~pred2 & ~fp).sum())
             if verbose:
-                print(f"  {seq:18s} t={t:3d}  J1={j1:.3f}  J2={j2:.3f}  ({len(new)} corr strokes)  {times[-2]:.2f}s/{times[-1]:.2f}s")
+                print(f"  {seq:18s} t={t:3d}  J1={j1:.3f}  J2={j2:.3f}  ({len(new)} corr strokes: FN region "
+                      f"{int(fn.sum())} px {fixed_fn:.0%} recovered, FP region {int(fp.sum())} px {fixed_fp:.0%} "
+                      f"removed, {lost} right px lost)  {times[-2]:.2f}s/{times[-1]:.2f}s")
     print(f"DAVIS round1 mean J={np.mean(r1):.3f}  round2 mean J={np.mean(r2):.3f}  worse={sum(b < a - 1e-3 for a, b in zip(r1, r2))}  "
           f"median time={np.median(times):.2f}s max={np.max(times):.2f}s")
     return float(np.mean(r1)), float(np.mean(r2))
