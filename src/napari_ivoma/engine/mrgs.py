@@ -15,8 +15,11 @@ The steps of Le et al. (AAAI-21), in order, as functions of this module:
 
 from __future__ import annotations
 
+import os
+import threading
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -60,6 +63,7 @@ class MRGSParams:
     min_sample_area: int = 64    # extra samples: no object smaller than this (px)
     max_area_jump: float = 0.25  # extra samples: no object's area changes more than this vs neighbours
     bidirectional: bool = True
+    workers: int = 2             # spans between references are tracked in parallel threads
 
 
 # --------------------------------------------------------------------------- soft masks
@@ -442,7 +446,6 @@ def propagate_session(session, start: int, stop: int, progress: Callable[[int, i
         passes = (a is not None) + (b is not None and (params.bidirectional or a is None))
         total += passes * len(todo)
     done = 0
-    written = 0
 
     def tick() -> None:
         nonlocal done
@@ -450,26 +453,40 @@ def propagate_session(session, start: int, stop: int, progress: Callable[[int, i
         if progress is not None:
             progress(done, total)
 
-    for a, b, key, todo in jobs:
-        if is_cancelled():
-            break
+    for a, b, _, _ in jobs:
         _clear_auto_references(store, a, b)
-        pool = {t: r["revision"] for t, r in store.references.items()}  # user + automatic
-        hists = _reference_histograms(session, pool, params)
-        records = []
+    pool = {t: r["revision"] for t, r in store.references.items()}  # user + automatic
+    hists = _reference_histograms(session, pool, params)
+    lock = threading.Lock()
+
+    def run(job) -> int:
+        a, b, key, todo = job
+        records, n = [], 0
         for t, labels, agree in _track_span(session, a, b, todo, flows, params, hists, is_cancelled,
-                                            tick):
-            store.write(t, labels)
-            store.computed_from[t] = key
-            written += 1
+                                            locked_tick):
             # the frame is still in the session's image cache: measure its sharpness now
             records.append((t, labels, agree, sharpness(session.image(t))))
+            with lock:
+                store.write(t, labels)
+                store.computed_from[t] = key
+                tick()
+            n += 1
+        if not is_cancelled():
+            samples = select_extra_samples(records, session, params)
+            with lock:
+                for t in samples:
+                    store.set_reference(t, "auto")
+        return n
+
+    def locked_tick() -> None:
+        with lock:
             tick()
-        if is_cancelled():
-            break
-        for t in select_extra_samples(records, session, params):
-            store.set_reference(t, "auto")
-    return written
+
+    workers = max(1, min(params.workers, len(jobs), os.cpu_count() or 1))
+    if workers == 1:
+        return sum(run(job) for job in jobs if not is_cancelled())
+    with ThreadPoolExecutor(workers) as pool_exec:
+        return sum(pool_exec.map(run, jobs))
 
 
 def _track_span(session, a: int | None, b: int | None, todo: list[int], flows: FlowCache,

@@ -73,7 +73,8 @@ class Session:
                                fingerprint=video_fingerprint(frames), provenance=prov)
         self._images: OrderedDict[int, np.ndarray] = OrderedDict()
         self._image_cache_size = 16
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # one action at a time
+        self._image_lock = threading.Lock()  # the frame cache (read by propagation threads)
         self.memory = self.backend.new_memory()
         for t in self.user_references:
             self.memory.add(t, self.image(t), self.store.read(t))
@@ -110,7 +111,7 @@ class Session:
     def image(self, t: int) -> np.ndarray:
         """Frame ``t`` as (H, W, C) float32 in [0, 1] (small LRU cache)."""
         t = int(t)
-        with self._lock:
+        with self._image_lock:
             if t in self._images:
                 self._images.move_to_end(t)
                 return self._images[t]
@@ -118,7 +119,7 @@ class Session:
         if self._channel_map is not None:
             mean, basis, lo, hi = self._channel_map
             img = np.clip(((img - mean) @ basis - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-        with self._lock:
+        with self._image_lock:
             self._images[t] = img
             while len(self._images) > self._image_cache_size:
                 self._images.popitem(last=False)
