@@ -190,6 +190,46 @@ def test_correction_adds_missed_part():
     assert iou(out == 2, obj) >= 0.95
 
 
+def two_colour_object(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A white body with a red cap on a smooth grey-blue background (like a car's cabin).
+
+    Returns (image (120, 160, 3), object mask); the body is rows 50-84, the cap rows 25-49.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = 120, 160
+    rr, cc = np.mgrid[:h, :w]
+    img = np.stack([0.45 + 0.05 * np.sin(cc / 5.0), 0.5 + 0.05 * np.sin(rr / 7.0), 0.55 + 0 * cc], -1)
+    img = img + 0.02 * rng.standard_normal((h, w, 3))
+    white = (rr >= 50) & (rr < 85) & (cc >= 30) & (cc < 130)
+    red = (rr >= 25) & (rr < 50) & (cc >= 55) & (cc < 105)
+    img[white] = 0.92 + 0.02 * rng.standard_normal((int(white.sum()), 3))
+    img[red] = np.array([0.8, 0.15, 0.1]) + 0.02 * rng.standard_normal((int(red.sum()), 3))
+    return np.clip(img, 0, 1).astype(np.float32), white | red
+
+
+def test_unseen_colours_marks_what_the_background_lacks():
+    from napari_ivoma.engine.appearance import base_channels
+    from napari_ivoma.engine.cpsm import _unseen_colours
+
+    img, obj = two_colour_object()
+    background = ~obj
+    background[:, :20] = False  # the histogram sees only part of the background
+    novel = _unseen_colours(base_channels(img), background, 0.05)
+    inner = np.zeros_like(obj)
+    inner[3:-3, 3:-3] = obj[:-6, 3:-3] & obj[6:, 3:-3] & obj[3:-3, :-6] & obj[3:-3, 6:]
+    assert novel[inner].mean() > 0.95  # white and red are both absent from the background
+    assert novel[~obj].mean() < 0.05  # what the histogram saw, or resembles it, is not novel
+
+
+@pytest.mark.xfail(strict=False, reason="known gap: a part coloured unlike the stroke (the red cap) is not "
+                   "found (IoU 0.74, cap 0%): the novel-colour samples raise its probability only to ~0.15")
+def test_stroke_on_one_colour_finds_the_other_coloured_part():
+    img, obj = two_colour_object()
+    scr = [Scribble(1, [[67, 35], [67, 125]])]  # along the white body only
+    out = scribbles_to_mask(img, scr)
+    assert iou(out == 1, obj) >= 0.9
+
+
 def test_other_objects_keep_prior():
     img, gt, centres = discs_image(n_side=3, radius=11)
     prior = gt.copy()
