@@ -249,3 +249,34 @@ def test_reliable_propagated_frames_become_automatic_references():
     s.set_labels(15, blank)
     s.propagate()  # the spans around 15 are recomputed: their old samples are re-chosen
     assert all(s.references[t] == "user" for t in (0, 15, 29))
+
+
+def test_a_dividing_object_gets_a_daughter_with_lineage():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    t_count, h, w = 12, 80, 100
+    frames = np.zeros((t_count, h, w), np.uint16)
+    gt = np.zeros((t_count, h, w), np.uint32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for t in range(t_count):
+        sep = max(0.0, (t - 3) * 3.0)  # one nucleus, dividing from frame 4 on
+        centres = [(40, 50)] if sep == 0 else [(40, 50 - 6 - sep), (40, 50 + 6 + sep)]
+        for k, (cy, cx) in enumerate(centres, start=1):
+            m = (yy - cy) ** 2 / 10**2 + (xx - cx) ** 2 / (12 if sep == 0 else 8) ** 2 <= 1
+            gt[t][m] = k
+        img = 1000 + 300 * ndimage.gaussian_filter((gt[t] > 0).astype(float), 1.0)
+        frames[t] = (img + rng.normal(0, 10, (h, w))).astype(np.uint16)
+    s = Session(frames)
+    s.set_labels(0, gt[0])
+    out = np.asarray(s.propagate())
+    last = out[-1]
+    ids = [i for i in np.unique(last) if i]
+    assert len(ids) == 2, ids  # both daughters are segmented, as separate objects
+    daughter = max(ids)
+    assert s.objects[daughter]["parent"] == 1
+    assert iou(last > 0, gt[-1] > 0) > 0.8
+    rgb = np.repeat((frames // 8).astype(np.uint8)[..., None], 3, axis=3)
+    s_rgb = Session(rgb)  # natural video: a split is not a division unless asked for
+    s_rgb.set_labels(0, gt[0])
+    assert set(np.unique(np.asarray(s_rgb.propagate())[-1])) <= {0, 1}

@@ -35,6 +35,9 @@ __all__ = [
     "ColourModel",
     "plan_segments",
     "track_object",
+    "warp_object",
+    "refine_object",
+    "split_object",
     "fuse_directions",
     "merge_objects",
     "propagate_session",
@@ -64,6 +67,10 @@ class MRGSParams:
     max_area_jump: float = 0.25  # extra samples: no object's area changes more than this vs neighbours
     bidirectional: bool = True
     workers: int = 2             # spans between references are tracked in parallel threads
+    splits: str = "auto"         # an object splitting in two gets a daughter id: on, off, auto (grey video)
+    split_share: float = 0.3     # each part of a split holds at least this share of the area
+    core_margin: int = 3         # an object may not enter a neighbour's warped mask deeper than this (px)
+    core_llr_margin: float = 1.0  # ... unless the pixel's colour fits it better by this log-odds
 
 
 # --------------------------------------------------------------------------- soft masks
@@ -209,7 +216,8 @@ def plan_segments(references: dict[int, int], n_frames: int) -> list[tuple[int |
 
 
 def track_object(prev: SoftMask, flow: np.ndarray, image: np.ndarray, qimage: np.ndarray,
-                 model: ColourModel | None, params: MRGSParams, max_motion: float) -> SoftMask | None:
+                 model: ColourModel | None, params: MRGSParams, max_motion: float,
+                 others: np.ndarray | None = None) -> SoftMask | None:
     """Carry one object's mask to the next frame and re-segment it in a band around its outline.
 
     Parameters
@@ -224,6 +232,9 @@ def track_object(prev: SoftMask, flow: np.ndarray, image: np.ndarray, qimage: np
         Quantised colours of the new frame (see :func:`quantize`).
     model : ColourModel or None
         Appearance of the object on the reference frames.
+    others : (H, W) bool array, optional
+        Cores of the other objects on the new frame (their warped masks, eroded): hard
+        background for this object, so it cannot leak into a look-alike neighbour.
     max_motion : float
         Typical largest motion in the frame (99th percentile of the flow magnitude); the search
         box also covers the largest motion measured around the object itself.
@@ -239,6 +250,15 @@ def track_object(prev: SoftMask, flow: np.ndarray, image: np.ndarray, qimage: np
     surroundings with a spatial prior from the warped mask and edges of the image.  Pixels
     outside the band keep the warped decision.
     """
+    warped = warp_object(prev, flow, params, max_motion)
+    if warped is None:
+        return None
+    return refine_object(warped, image, qimage, model, params, others)
+
+
+def warp_object(prev: SoftMask, flow: np.ndarray, params: MRGSParams,
+                max_motion: float) -> SoftMask | None:
+    """Carry an object's soft mask to the next frame with the flow (None when too little is left)."""
     h, w = flow.shape[:2]
     near = _expand(prev.box, 2 * params.band, (h, w))
     fn = flow[near[0]:near[1], near[2]:near[3]]
@@ -254,7 +274,17 @@ def track_object(prev: SoftMask, flow: np.ndarray, image: np.ndarray, qimage: np
                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     if (warped > 0.5).sum() < params.min_area:
         return None
+    return SoftMask(box, warped, prev.score)
+
+
+def refine_object(warped_mask: SoftMask, image: np.ndarray, qimage: np.ndarray,
+                  model: ColourModel | None, params: MRGSParams,
+                  others: np.ndarray | None = None) -> SoftMask | None:
+    """Fine segmentation of a warped object in the band around its outline (see track_object)."""
+    box, warped = warped_mask.box, warped_mask.prob
+    r0, r1, c0, c1 = box
     crop_img, crop_q = image[r0:r1, c0:c1], qimage[r0:r1, c0:c1]
+    blocked = None if others is None else others[r0:r1, c0:c1]
     ch, cw = warped.shape
     scale = min(1.0, float(np.sqrt(params.max_cut_pixels / (ch * cw))))
     if scale < 1.0:  # large objects are re-segmented at a lower resolution, then resized back
@@ -262,9 +292,11 @@ def track_object(prev: SoftMask, flow: np.ndarray, image: np.ndarray, qimage: np
         warped_s = cv2.resize(warped, size, interpolation=cv2.INTER_AREA)
         crop_img = cv2.resize(crop_img, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
         crop_q = cv2.resize(crop_q, size, interpolation=cv2.INTER_NEAREST)
+        if blocked is not None:
+            blocked = cv2.resize(blocked.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
     else:
         warped_s = warped
-    fg = _band_cut(warped_s, crop_img, crop_q, model, params, params.band * scale)
+    fg = _band_cut(warped_s, crop_img, crop_q, model, params, params.band * scale, blocked)
     score = float(model(crop_q[fg]).mean()) if model is not None and fg.any() else 0.0
     if score < params.vanish_score:
         return None  # what is left does not look like the object: it is gone (occluded or left)
@@ -278,7 +310,7 @@ def track_object(prev: SoftMask, flow: np.ndarray, image: np.ndarray, qimage: np
 
 
 def _band_cut(warped: np.ndarray, image: np.ndarray, qimage: np.ndarray, model: ColourModel | None,
-              params: MRGSParams, band: float) -> np.ndarray:
+              params: MRGSParams, band: float, blocked: np.ndarray | None = None) -> np.ndarray:
     """Graph cut of one object inside the band of half-width ``band`` around its warped outline."""
     inside = warped > 0.5
     d_in = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 3)
@@ -289,13 +321,42 @@ def _band_cut(warped: np.ndarray, image: np.ndarray, qimage: np.ndarray, model: 
     logit = params.warp_weight * np.clip(signed / band, -1.5, 1.5)
     if model is not None:
         logit = logit + params.appearance_weight * model(qimage)
-    hard_fg = signed >= band
     hard_bg = signed <= -band
+    if blocked is not None:
+        hard_bg |= blocked
+    hard_fg = (signed >= band) & ~hard_bg
     u_fg = np.logaddexp(0, -logit).astype(np.float32)   # -log sigmoid(logit)
     u_bg = np.logaddexp(0, logit).astype(np.float32)
     u_fg[hard_bg] = 1e6
     u_bg[hard_fg] = 1e6
     return cut(u_fg, u_bg, image, params.smooth, ~(hard_fg | hard_bg))
+
+
+def split_object(mask: SoftMask, min_share: float) -> list[SoftMask]:
+    """The parts of an object that split (e.g. a dividing cell), largest first.
+
+    An object splits when its mask has two or more separate parts each holding at least
+    ``min_share`` of its area; otherwise it is returned whole (small debris stays with it).
+    """
+    fg = (mask.prob > 0.5).astype(np.uint8)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    if n <= 2:
+        return [mask]
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    big = [i + 1 for i in np.argsort(-areas) if areas[i] >= min_share * areas.sum()]
+    if len(big) < 2:
+        return [mask]
+    # every pixel of the object (debris included) goes to the nearest big part
+    dists = np.stack([cv2.distanceTransform((lab != comp).astype(np.uint8), cv2.DIST_L2, 3)
+                      for comp in big])
+    nearest = np.argmin(dists, axis=0)
+    parts = []
+    for k in range(len(big)):
+        keep = nearest == k
+        part = SoftMask(mask.box, np.where(keep, mask.prob, 0).astype(np.float32), mask.score).tight()
+        if part is not None:
+            parts.append(part)
+    return parts or [mask]
 
 
 def fuse_directions(fwd: SoftMask | None, bwd: SoftMask | None, w_fwd: float,
@@ -374,14 +435,20 @@ class _Pass:
                  models: dict[int, ColourModel]):
         self.session, self.step, self.flows, self.params = session, step, flows, params
         labels = session.store.read(ref)
-        self.models = models
         self.state: dict[int, SoftMask] = {}
         for oid in np.unique(labels):
             if oid:
                 self.state[int(oid)] = SoftMask.from_binary(labels == oid)
         self.ref_areas = {oid: sm.area() for oid, sm in self.state.items()}
         self.exited: dict[int, bool] = {}  # objects gone so far: True if through the frame edge
+        mode = params.splits
+        grey = session.image(ref).shape[2] == 1
+        self.detect_splits = step > 0 and (mode == "on" or (mode == "auto" and grey))
+        self.models = dict(models)
         self.t = ref
+
+    def _blocked(self, cores, box, oid, q):
+        return _blocked_pixels(cores, box, oid, q, self.models, self.params.core_llr_margin)
 
     def advance(self) -> dict[int, SoftMask]:
         t_new = self.t + self.step
@@ -394,8 +461,22 @@ class _Pass:
             new_state = {}
             h, w = flow.shape[:2]
             margin = max_motion + self.params.band
+            warped = {oid: warp_object(sm, flow, self.params, max_motion) for oid, sm in self.state.items()}
+            cores = _cores(warped, (h, w), self.params.core_margin)
             for oid, sm in self.state.items():
-                nxt = track_object(sm, flow, image, q, self.models.get(oid), self.params, max_motion)
+                nxt = None
+                if warped[oid] is not None:
+                    others = self._blocked(cores, warped[oid].box, oid, q)
+                    nxt = refine_object(warped[oid], image, q, self.models.get(oid), self.params, others)
+                if nxt is not None and self.detect_splits:
+                    parts = split_object(nxt, self.params.split_share)
+                    nxt = parts[0]
+                    for part in parts[1:]:  # a division: the other part is a new, related object
+                        if _claimed_by_others(part, warped, oid):
+                            continue  # a piece that grew onto a neighbour, not a daughter
+                        child = self.session._new_object(parent=oid)
+                        new_state[child] = part
+                        self.models[child] = self.models.get(oid)
                 if nxt is not None:
                     new_state[oid] = nxt
                 else:  # remember whether it left through the frame's edge or was lost inside
@@ -404,6 +485,70 @@ class _Pass:
             self.state = new_state
         self.t = t_new
         return self.state
+
+
+def _claimed_by_others(part: SoftMask, warped: dict[int, SoftMask | None], oid: int) -> bool:
+    """Whether most of ``part`` lies inside other objects' warped masks."""
+    r0, r1, c0, c1 = part.box
+    mine = part.prob > 0.5
+    claimed = np.zeros_like(mine)
+    for other, m in warped.items():
+        if other == oid or m is None:
+            continue
+        a0, a1, b0, b1 = max(r0, m.box[0]), min(r1, m.box[1]), max(c0, m.box[2]), min(c1, m.box[3])
+        if a0 < a1 and b0 < b1:
+            claimed[a0 - r0:a1 - r0, b0 - c0:b1 - c0] |= m.prob[a0 - m.box[0]:a1 - m.box[0],
+                                                                 b0 - m.box[2]:b1 - m.box[2]] > 0.5
+    return np.count_nonzero(mine & claimed) > 0.5 * max(np.count_nonzero(mine), 1)
+
+
+def _blocked_pixels(cores: np.ndarray | None, box: tuple[int, int, int, int], oid: int,
+                    qimage: np.ndarray, models: dict[int, ColourModel | None],
+                    margin: float) -> np.ndarray | None:
+    """Full-frame map of the pixels object ``oid`` may not take inside ``box``: other objects'
+    cores, unless the pixel looks clearly more like ``oid`` than like its owner (an occluder
+    moving in front of the owner may take it; a look-alike neighbour may not)."""
+    if cores is None:
+        return None
+    r0, r1, c0, c1 = box
+    own = cores[r0:r1, c0:c1]
+    theirs = (own != 0) & (own != oid)
+    if not theirs.any():
+        return None
+    q = qimage[r0:r1, c0:c1]
+    mine = models.get(oid)
+    blocked = theirs.copy()
+    if mine is not None:
+        llr_mine = mine(q)
+        for other in np.unique(own[theirs]):
+            model = models.get(int(other))
+            if model is None:
+                continue
+            sel = own == other
+            blocked[sel] = llr_mine[sel] <= model(q[sel]) + margin
+    out = np.zeros(cores.shape, bool)
+    out[r0:r1, c0:c1] = blocked
+    return out
+
+
+def _cores(warped: dict[int, SoftMask | None], shape: tuple[int, int], margin: int) -> np.ndarray | None:
+    """Owner of every pixel deep inside one object's warped mask (0: nobody or contested).
+
+    With fewer than two objects there is nothing to keep apart (None).
+    """
+    present = {oid: m for oid, m in warped.items() if m is not None}
+    if len(present) < 2:
+        return None
+    owner = np.zeros(shape, np.int64)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    for oid, m in present.items():
+        core = cv2.erode((m.prob > 0.5).astype(np.uint8), kernel) > 0
+        r0, r1, c0, c1 = m.box
+        win = owner[r0:r1, c0:c1]
+        win[core & (win != 0)] = -1  # two objects claim it: nobody's core
+        win[core & (win == 0)] = oid
+    owner[owner < 0] = 0
+    return owner
 
 
 def _reference_histograms(session, refs: dict[int, int], params: MRGSParams) -> dict[int, dict]:

@@ -306,6 +306,15 @@ class Session:
             self.store.flush_attrs()
             self.memory.remove(t)
 
+    def _new_object(self, parent: int | None = None) -> int:
+        """A new object id (used by propagation when an object divides); lineage kept."""
+        with self._image_lock:
+            new = max(self.store.objects, default=0) + 1
+            self.store.ensure_object(new, parent=parent)
+            if parent is not None:
+                self.store.attrs["objects"][str(new)]["name"] = f"object {new} (from {parent})"
+        return new
+
     def close(self) -> None:
         """Write pending attributes; the session's arrays stay readable."""
         with self._lock:
