@@ -32,8 +32,11 @@ def _background() -> np.ndarray:
 BG = _background()
 
 
+YY, XX = np.mgrid[0:H, 0:W]
+
+
 def frame(t: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:H, 0:W]
+    yy, xx = YY, XX
     cy = H / 2 + 120 * np.sin(t / 40)
     cx = W / 2 + 200 * np.cos(t / 55)
     img = BG.copy()
@@ -43,7 +46,7 @@ def frame(t: int) -> np.ndarray:
 
 
 def mask(t: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:H, 0:W]
+    yy, xx = YY, XX
     cy = H / 2 + 120 * np.sin(t / 40)
     cx = W / 2 + 200 * np.cos(t / 55)
     return ((yy - cy) ** 2 + (xx - cx) ** 2 < 60**2).astype(np.uint32)

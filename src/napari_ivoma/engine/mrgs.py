@@ -610,7 +610,7 @@ def propagate_session(session, start: int, stop: int, progress: Callable[[int, i
         for t, labels, agree in _track_span(session, a, b, todo, flows, params, hists, is_cancelled,
                                             locked_tick):
             # the frame is still in the session's image cache: measure its sharpness now
-            records.append((t, labels, agree, sharpness(session.image(t))))
+            records.append((t, np.bincount(labels.ravel()), agree, sharpness(session.image(t))))
             with lock:
                 store.write(t, labels)
                 store.computed_from[t] = key
@@ -731,7 +731,7 @@ def select_extra_samples(records: list[tuple[int, np.ndarray, float, float]], se
     if params.sample_gap <= 0 or len(records) < 3:
         return []
     records = sorted(records, key=lambda r: r[0])
-    areas = [np.bincount(lab.ravel()) for _, lab, _, _ in records]
+    areas = [r[1] for r in records]
     sharp = np.array([r[3] for r in records])
     floor = 0.5 * float(np.median(sharp))
     taken = sorted(session.store.references)
