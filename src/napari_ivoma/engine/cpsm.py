@@ -122,6 +122,11 @@ class CPSMParams:
     new_weight : float
         Correction rounds: extra weight of the samples under the new strokes (DAVIS
         correction J 0.871 -> 0.879 on frames 0/mid, 0.868 -> 0.875 on 10/33).
+    bg_stroke_level : float
+        Correction rounds: prior object pixels whose colour is common (density above this
+        fraction of uniform) under a new background stroke drawn into the prior object give
+        no object samples (0 = off; DAVIS correction J 0.879 -> 0.888, 0.875 -> 0.887;
+        0.5 to 5 measured alike).
     """
 
     spacing: float = 4.0
@@ -152,6 +157,7 @@ class CPSMParams:
     first_cut_pixels: int = 60_000
     predict_pixels: int = 60_000
     new_weight: float = 1.0
+    bg_stroke_level: float = 1.0
     seed: int = 0
 
 
@@ -547,6 +553,12 @@ def _segment(
     # the prior is not trusted near the new scribbles: they say it is wrong there
     distrust = np.zeros(prior_c.shape, bool)
     new_c = crop(new_mask)
+    # prior object pixels coloured like a new background stroke drawn into the prior object:
+    # the stroke says such pixels are wrong, so they are no object samples
+    unlike_prior = np.zeros(prior_c.shape, bool)
+    new_bg = new_c & crop(user_bg) & prior_c
+    if p.bg_stroke_level > 0 and new_bg.sum() >= 10:
+        unlike_prior = prior_c & ~_unseen_colours(crop(base), new_bg, p.bg_stroke_level)
     if prior.any() and new_mask.any():
         area = max(int(prior_fg.sum()), 1)
         zone = max(p.min_start, p.distrust * np.sqrt(area / np.pi))
@@ -579,7 +591,7 @@ def _segment(
         add(far_c & ~ring, 0, p.n_samples // 2, 0.4 * auto_w, ramp)
         if prior_c.any():
             inner = cv2.erode(prior_c.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-            add(inner & ~distrust, 1, p.n_samples, 0.7)
+            add(inner & ~distrust & ~unlike_prior, 1, p.n_samples, 0.7)
             near_bg = ~prior_c & ~far_c & (pen_c < 1.0) & ~crop(fixed) & ~pos_mask
             add(near_bg, 0, p.n_samples // 2, 0.5)
         if pos_extra is not None:
