@@ -21,6 +21,7 @@ import argparse
 import glob
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -30,7 +31,7 @@ from napari_ivoma.bench.annotator import correction_scribbles, first_round_scrib
 from napari_ivoma.engine.cpsm import CPSMParams, scribbles_to_mask
 from napari_ivoma.engine.scribbles import Scribble
 
-DATA = os.environ.get("IVOMA_DATA", "/work/shared/data")
+DATA = os.environ.get("IVOMA_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 DAVIS_SEQS = ["bear", "blackswan", "breakdance-flare", "car-shadow", "dog"]
 
 
