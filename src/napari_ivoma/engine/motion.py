@@ -9,38 +9,16 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-__all__ = ["FlowCache", "to_gray_u8", "warp"]
+__all__ = ["FlowCache", "to_gray_u8"]
 
 _PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
+_FIXED = 16.0  # cached flows: int16 in 1/16 pixel (+-2047 px)
 
 
 def to_gray_u8(image: np.ndarray) -> np.ndarray:
     """(H, W, C) float image in [0, 1] -> (H, W) uint8 grey for optical flow."""
     g = image.mean(axis=2) if image.shape[2] != 3 else image @ np.array([0.299, 0.587, 0.114], np.float32)
     return np.ascontiguousarray(np.clip(g * 255.0 + 0.5, 0, 255).astype(np.uint8))
-
-
-def warp(src: np.ndarray, flow: np.ndarray, box: tuple[int, int, int, int] | None = None,
-         interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
-    """Backward-warp ``src`` with ``flow`` (dst pixel p samples src at p + flow[p]).
-
-    Parameters
-    ----------
-    src : (H, W) float32 array
-    flow : (H, W, 2) float32, (dx, dy) from the destination frame to the source frame
-    box : (r0, r1, c0, c1), optional
-        Only this window of the destination is computed (the rest is 0).
-    """
-    h, w = flow.shape[:2]
-    r0, r1, c0, c1 = box if box is not None else (0, h, 0, w)
-    out = np.zeros((h, w), np.float32)
-    if r1 <= r0 or c1 <= c0:
-        return out
-    ys, xs = np.mgrid[r0:r1, c0:c1].astype(np.float32)
-    f = flow[r0:r1, c0:c1]
-    out[r0:r1, c0:c1] = cv2.remap(src.astype(np.float32, copy=False), xs + f[..., 0], ys + f[..., 1],
-                                  interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return out
 
 
 class FlowCache:
@@ -53,7 +31,7 @@ class FlowCache:
     preset : {"ultrafast", "fast", "medium"}
         OpenCV DIS preset.
     max_bytes : int
-        Cache bound; flows are stored as float16.
+        Cache bound; flows are stored as int16 in 1/16 pixel (float16 conversion is slow on CPUs).
     scale : float
         Flow is computed on frames resized by this factor (then resized back), trading a little
         precision (the band cut refines outlines anyway) for speed; never below ``min_size``
@@ -87,7 +65,7 @@ class FlowCache:
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
-                return self._cache[key].astype(np.float32)
+                return self._cache[key].astype(np.float32) * np.float32(1.0 / _FIXED)
         a, b = self._gray(dst), self._gray(src)
         h, w = a.shape
         scale = min(1.0, max(self.scale, self.min_size / max(h, w)))
@@ -101,10 +79,10 @@ class FlowCache:
         else:
             f = self._dis().calc(a, b, None)
         self.computed += 1
-        f16 = f.astype(np.float16)
+        packed = np.clip(f * _FIXED, -32767, 32767).astype(np.int16)
         with self._lock:
-            self._cache[key] = f16
-            self._bytes += f16.nbytes
+            self._cache[key] = packed
+            self._bytes += packed.nbytes
             while self._bytes > self.max_bytes and self._cache:
                 _, old = self._cache.popitem(last=False)
                 self._bytes -= old.nbytes
