@@ -280,3 +280,42 @@ def test_a_dividing_object_gets_a_daughter_with_lineage():
     s_rgb = Session(rgb)  # natural video: a split is not a division unless asked for
     s_rgb.set_labels(0, gt[0])
     assert set(np.unique(np.asarray(s_rgb.propagate())[-1])) <= {0, 1}
+
+
+def test_a_custom_backend_slots_in(clip):
+    from napari_ivoma.engine.backends import available_backends, register_backend
+
+    frames, gt = clip
+
+    class OracleBackend:
+        """Stands for a learned model: returns the masks it 'predicts' (here: ground truth)."""
+
+        name = "oracle"
+
+        def __init__(self, params=None):
+            self.calls = 0
+
+        def new_memory(self):
+            from napari_ivoma.engine.appearance import MemoryPool
+
+            return MemoryPool()
+
+        def scribbles_to_mask(self, image, scribbles, prior, new_ids, memory):
+            self.calls += 1
+            return gt[self.t]
+
+        def params_dict(self):
+            return {}
+
+    register_backend("oracle", OracleBackend)
+    assert "oracle" in available_backends()
+    s = Session(frames, backend="oracle")
+    s.backend.t = 4
+    lab = s.add_scribbles(4, [Scribble(1, np.array([[10.0, 10.0]]))])
+    assert s.backend.calls == 1 and np.array_equal(lab, gt[4])
+    out = np.asarray(s.propagate())  # propagation runs with default parameters
+    assert iou(out[8] == 1, gt[8] == 1) >= 0.9
+    with pytest.raises(ValueError, match="unknown backend"):
+        Session(frames, backend="nope")
+    with pytest.raises(ValueError, match="unknown engine parameter"):
+        Session(frames, params={"no_such_knob": 1})

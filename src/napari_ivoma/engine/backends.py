@@ -1,14 +1,14 @@
 """Segmentation backends: one small protocol, a weight-free default.
 
-A backend does the two image-understanding steps of the method; everything else (control
-points, motion, references, fusion, anomalies, storage) is the engine's own:
-
-- ``scribbles_to_mask``: CPSM on one frame (scribbles -> multi-object labels);
-- ``refine_object``: MRGS's fine segmentation of one object inside its region of interest,
-  given the motion-warped probability of the object.
+A backend turns scribbles into masks on one frame (``scribbles_to_mask``, the CPSM step) and
+keeps a per-video memory of confirmed masks (``new_memory``).  Everything else (control points,
+motion, references, propagation, fusion, anomalies, storage) is the engine's own; a backend may
+also carry ``mrgs_params`` (:class:`~napari_ivoma.engine.mrgs.MRGSParams`) to tune propagation.
+Propagation's fine segmentation (:func:`~napari_ivoma.engine.mrgs.refine_object`) is not yet
+pluggable.
 
 A learned backend (weights from a local file) implements the same methods and registers
-itself with :func:`register_backend`.
+itself with :func:`register_backend`; ``Session(frames, backend="name")`` then uses it.
 """
 
 from __future__ import annotations

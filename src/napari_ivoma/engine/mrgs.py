@@ -568,7 +568,7 @@ def _reference_histograms(session, refs: dict[int, int], params: MRGSParams) -> 
 def propagate_session(session, start: int, stop: int, progress: Callable[[int, int], None] | None,
                       is_cancelled: Callable[[], bool]) -> int:
     """Propagate every stale span of ``session`` inside ``[start, stop)``; returns frames written."""
-    params: MRGSParams = session.backend.mrgs_params
+    params: MRGSParams = getattr(session.backend, "mrgs_params", None) or MRGSParams()
     store = session.store
     refs = {t: r["revision"] for t, r in store.references.items() if r["kind"] == "user"}
     computed = np.asarray(store.computed_from[:])
