@@ -1,4 +1,4 @@
-"""Dev evaluation of CPSM with simulated users (reads /work/shared/data, never copies it).
+"""Dev evaluation of CPSM with simulated users (reads ../shared/data, never copies it).
 
 Strokes come from the benchmark's simulated annotator (:mod:`napari_ivoma.bench.annotator`).
 DAVIS: round 1 = one stroke along the skeleton longest path of the GT object, no

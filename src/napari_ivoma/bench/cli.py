@@ -4,8 +4,8 @@ Examples
 --------
 ::
 
-    ivoma-bench /work/shared/data                 # every sequence below the folder
-    ivoma-bench /work/shared/data/davis --seq bear dog --rounds 5 --max-frames 30
+    ivoma-bench ../shared/data                 # every sequence below the folder
+    ivoma-bench ../shared/data/davis --seq bear dog --rounds 5 --max-frames 30
     ivoma-bench --sample --out bench_out/sample   # the shipped synthetic clips
     ivoma-bench DATA --param sigma=2.0 --backend torch
 """
