@@ -52,6 +52,7 @@ class MRGSParams:
     flow_scale: float = 0.5      # optical flow on frames resized by this factor
     pool_weight: float = 0.5     # weight of the other references' colours in an object's model
     band: int = 10               # half-width (px) of the region of interest around the warped outline
+    band_motion: float = 0.3     # the band widens by this share of the object's motion (up to 2x)
     warp_weight: float = 2.0     # log-odds of the spatial prior at `band` px inside the warped outline
     appearance_weight: float = 1.0
     smooth: float = 2.0          # weight of the contrast-sensitive smoothness of the cut
@@ -81,6 +82,7 @@ class SoftMask:
     box: tuple[int, int, int, int]   # r0, r1, c0, c1
     prob: np.ndarray                 # (r1 - r0, c1 - c0) float32
     score: float = 0.0               # appearance confidence: mean colour log-odds inside the mask
+    motion: float = 0.0              # largest motion around the object when it was last warped (px)
 
     @classmethod
     def from_binary(cls, mask: np.ndarray) -> SoftMask | None:
@@ -274,7 +276,7 @@ def warp_object(prev: SoftMask, flow: np.ndarray, params: MRGSParams,
                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     if (warped > 0.5).sum() < params.min_area:
         return None
-    return SoftMask(box, warped, prev.score)
+    return SoftMask(box, warped, prev.score, local)
 
 
 def refine_object(warped_mask: SoftMask, image: np.ndarray, qimage: np.ndarray,
@@ -296,7 +298,8 @@ def refine_object(warped_mask: SoftMask, image: np.ndarray, qimage: np.ndarray,
             blocked = cv2.resize(blocked.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
     else:
         warped_s = warped
-    fg = _band_cut(warped_s, crop_img, crop_q, model, params, params.band * scale, blocked)
+    band = min(params.band + params.band_motion * warped_mask.motion, 2.0 * params.band)
+    fg = _band_cut(warped_s, crop_img, crop_q, model, params, band * scale, blocked)
     score = float(model(crop_q[fg]).mean()) if model is not None and fg.any() else 0.0
     if score < params.vanish_score:
         return None  # what is left does not look like the object: it is gone (occluded or left)
