@@ -53,11 +53,11 @@ def overlay_strip(frames: np.ndarray, labels: np.ndarray, picks: list[int], path
     return path
 
 
-def run_demo(out: Path, clips: list[str], samples_root: Path | None = None) -> list[dict]:
-    """Scribbles on one frame -> CPSM -> MRGS -> zarr store, on the shipped sample clips."""
-    from tqdm import tqdm
-
-    from .bench.annotator import first_round_scribbles
+def run_demo(out: Path, clips: list[str], samples_root: Path | None = None,
+             corrections: int = 2) -> list[dict]:
+    """Scribbles on one frame -> CPSM -> MRGS -> zarr store, then a few correction rounds, on the
+    generated sample clips; a simulated user (the benchmark's annotator) draws the strokes."""
+    from .bench.annotator import correction_scribbles, first_round_scribbles, worst_frame
     from .bench.dataset import load_sequence
     from .bench.metrics import seg_score, sequence_scores
     from .engine import Session, is_mask_store
@@ -74,40 +74,55 @@ def run_demo(out: Path, clips: list[str], samples_root: Path | None = None) -> l
                 raise FileExistsError(f"{store} exists and is not a mask store; move it away first")
             shutil.rmtree(store)  # the demo's own output of a previous run
         session = Session(seq.frames, store=store, source=f"napari-ivoma sample clip '{name}'")
-        t0 = 0
-        scribbles = first_round_scribbles(seq.masks[t0], seq.object_ids)
-        tic = time.perf_counter()
-        session.add_scribbles(t0, scribbles)
-        t_cpsm = time.perf_counter() - tic
-        bar = tqdm(total=1, desc=f"propagating {name}", unit="step", file=sys.stderr, leave=False)
-
-        def progress(done: int, total: int, bar=bar) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-        tic = time.perf_counter()
-        masks = session.propagate(progress=progress)
-        t_prop = time.perf_counter() - tic
-        bar.close()
-        pred = np.asarray(masks)
-        scores = sequence_scores(seq.masks, pred, seq.n_objects)
         n = len(seq.frames)
+        print(f"[{name}] {n} frames, {seq.n_objects} objects")
+        pred, res = None, {}
+        for r in range(1 + corrections):
+            if r == 0:
+                t = 0
+                scribbles = first_round_scribbles(seq.masks[t], seq.object_ids)
+            else:
+                t, _ = worst_frame(seq.masks, pred, seq.n_objects)
+                scribbles = correction_scribbles(seq.masks[t], pred[t], seq.object_ids)
+                if not scribbles:
+                    break
+            tic = time.perf_counter()
+            session.add_scribbles(t, scribbles)
+            t_cpsm = time.perf_counter() - tic
+            tic = time.perf_counter()
+            pred = np.asarray(session.propagate(progress=_progress_bar(f"{name} round {r + 1}")))
+            t_prop = time.perf_counter() - tic
+            scores = sequence_scores(seq.masks, pred, seq.n_objects)
+            res = {"clip": name, "frames": n, "objects": seq.n_objects, "rounds": r + 1,
+                   "J": scores["J"], "F": scores["F"], "JF": scores["JF"], "store": str(store)}
+            if seq.instance:
+                res["SEG"] = float(np.mean([v for v in (seg_score(seq.masks[k], pred[k]) for k in range(n))
+                                            if v is not None]))
+            what = "scribbles" if r == 0 else "corrections"
+            print(f"  round {r + 1}: {len(scribbles)} {what} on frame {t} -> J&F {res['JF']:.3f} "
+                  f"(J {res['J']:.3f}, F {res['F']:.3f})" + (f", SEG {res['SEG']:.3f}" if "SEG" in res else "")
+                  + f"; CPSM {t_cpsm:.2f} s, propagation {t_prop:.1f} s")
         picks = sorted({0, n // 4, n // 2, 3 * n // 4, n - 1})
-        png = overlay_strip(seq.frames, pred, picks, out / f"{name}_overlay.png", gt=seq.masks)
-        res = {"clip": name, "frames": n, "objects": seq.n_objects, "J": scores["J"], "F": scores["F"],
-               "JF": scores["JF"], "cpsm_s": t_cpsm, "propagate_s": t_prop, "store": str(store),
-               "overlay": str(png), "scribbles": len(scribbles)}
-        if seq.instance:
-            res["SEG"] = float(np.mean([s for s in (seg_score(seq.masks[t], pred[t]) for t in range(n))
-                                        if s is not None]))
+        res["overlay"] = str(overlay_strip(seq.frames, pred, picks, out / f"{name}_overlay.png", gt=seq.masks))
         results.append(res)
-        print(f"[{name}] {n} frames, {seq.n_objects} objects, {len(scribbles)} scribbles on frame {t0}: "
-              f"J&F {res['JF']:.3f} (J {res['J']:.3f}, F {res['F']:.3f})"
-              + (f", SEG {res['SEG']:.3f}" if "SEG" in res else "")
-              + f"; CPSM {t_cpsm:.2f} s, propagation {t_prop:.1f} s ({(n - 1) / max(t_prop, 1e-9):.1f} frames/s)")
-        print(f"    masks: {store}\n    overlay: {png}")
+        print(f"  masks: {store}\n  overlay: {res['overlay']} (top: masks, bottom: ground truth)")
     return results
+
+
+def _progress_bar(desc: str):
+    """A progress callback drawing a terminal bar (quiet when the output is not a terminal)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=1, desc=desc, unit="frame", file=sys.stderr, leave=False, disable=None)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return progress
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,12 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--clip", choices=["natural", "nuclei", "all"], default="all")
     d.add_argument("--samples", type=Path, default=None,
                    help="folder for the generated sample clips (default: user cache)")
+    d.add_argument("--corrections", type=int, default=2,
+                   help="correction rounds after the first scribbles (default 2)")
     i = sub.add_parser("info", help="describe a mask store")
     i.add_argument("store", type=Path)
     args = ap.parse_args(argv)
     if args.cmd == "demo":
         clips = ["natural", "nuclei"] if args.clip == "all" else [args.clip]
-        run_demo(args.out, clips, args.samples)
+        run_demo(args.out, clips, args.samples, args.corrections)
         return 0
     if args.cmd == "info":
         import json
