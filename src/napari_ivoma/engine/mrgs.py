@@ -2,15 +2,24 @@
 
 The steps of Le et al. (AAAI-21), in order, as functions of this module:
 
-1. :func:`plan_segments` -- the video is cut into spans between consecutive reference frames;
-   only spans whose neighbouring references changed are recomputed.
-2. :func:`track_object` -- initial mask tracking: each object on its own, its soft mask carried to
-   the next frame by dense optical flow, then fine segmentation inside a natural-shaped region of
-   interest (a band following the warped outline) with an appearance model of the object learnt
-   on the reference frame (:class:`ColourModel`).
-3. :func:`fuse_directions` -- bi-directional guidance: forward results from the previous reference
-   and backward results from the next one, fused by temporal distance and confidence.
-4. :func:`merge_objects` -- all objects merged into one label image, overlaps resolved by confidence.
+1. :func:`plan_segments` -- the video is cut into spans between consecutive user references;
+   only spans whose neighbouring references changed are recomputed (spans run in parallel).
+2. :func:`track_object` (= :func:`warp_object` + :func:`refine_object`) -- initial mask
+   tracking: each object on its own, its soft mask carried to the next frame by dense optical
+   flow, then fine segmentation (a graph cut) inside a natural-shaped region of interest, a band
+   following the warped outline, with a colour model of the object against its surroundings
+   learnt on the references (:class:`ColourModel`, :func:`pooled_models`).  Objects compete:
+   a look-alike neighbour's warped core is off limits; a dividing object yields daughters
+   (:func:`split_object`).
+3. :func:`fuse_directions` -- bi-directional guidance: forward results from the previous
+   reference and backward results from the next one, the nearest reference leading; anomaly
+   correction: an object that vanished in one direction (but did not leave the frame) is taken
+   from the other when its appearance agrees.
+4. :func:`select_extra_samples` -- reliable propagated frames (sharp, no tiny object, both
+   directions agree, no jump in area, not redundant) become automatic references, whose colours
+   join the memory pool of later propagations.
+5. :func:`merge_objects` -- all objects merged into one label image, overlaps resolved by
+   confidence.
 """
 
 from __future__ import annotations
@@ -107,12 +116,6 @@ class SoftMask:
         r0, _, c0, _ = self.box
         return SoftMask((r0 + int(a0), r0 + int(a1), c0 + int(b0), c0 + int(b1)),
                         self.prob[a0:a1, b0:b1], self.score)
-
-    def full(self, shape: tuple[int, int]) -> np.ndarray:
-        out = np.zeros(shape, np.float32)
-        r0, r1, c0, c1 = self.box
-        out[r0:r1, c0:c1] = self.prob
-        return out
 
     def pack(self) -> tuple:
         q = np.clip(self.prob * 255 + 0.5, 0, 255).astype(np.uint8)
