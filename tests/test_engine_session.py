@@ -319,3 +319,15 @@ def test_a_custom_backend_slots_in(clip):
         Session(frames, backend="nope")
     with pytest.raises(ValueError, match="unknown engine parameter"):
         Session(frames, params={"no_such_knob": 1})
+
+
+def test_a_stroke_of_a_new_id_inside_an_object_renames_it(clip):
+    frames, gt = clip
+    s = Session(frames)
+    wrong = gt[5].copy()
+    wrong[gt[5] == 2] = 9  # propagation carried the wrong identity onto object 2
+    s.set_labels(5, wrong)
+    lab = s.add_scribbles(5, [_disk_scribble(gt[5], 2)])  # the user names it: this is object 2
+    assert iou(lab == 2, gt[5] == 2) >= 0.9
+    assert 9 not in np.unique(lab)
+    np.testing.assert_array_equal(lab == 1, gt[5] == 1)  # the other object keeps its pixels

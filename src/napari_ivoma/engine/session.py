@@ -197,6 +197,8 @@ class Session:
             has_prior = bool(prior.any()) or t in self.store.references
             everything = self.scribbles(t) + clipped
             new_ids = {s.object_id for s in clipped}
+            if has_prior:
+                prior = _rename_stroked_objects(prior, clipped)
             labels = self.backend.scribbles_to_mask(
                 image, everything, prior if has_prior else None, new_ids, self.memory
             ).astype(LABEL_DTYPE, copy=False)
@@ -325,6 +327,37 @@ class Session:
         self.store.ensure_object(int(object_id))
         self.store.attrs["objects"][str(int(object_id))]["name"] = str(name)
         self.store.flush_attrs()
+
+
+def _rename_stroked_objects(prior: np.ndarray, strokes: Sequence[Scribble]) -> np.ndarray:
+    """A stroke of a new id drawn inside an existing object renames that object.
+
+    When most of a stroke of id ``k`` (absent from the prior) lies on one prior object ``j``
+    that no stroke of this round names, the user is saying "this is ``k``": ``j``'s pixels become
+    ``k``'s prior.  (Propagation may have carried the wrong identity there, e.g. a daughter cell's
+    id back onto its parent.)
+    """
+    present = set(np.unique(prior).tolist())
+    named = {s.object_id for s in strokes}
+    h, w = prior.shape
+    out = prior
+    for s in strokes:
+        k = s.object_id
+        if k == 0 or k in present:
+            continue
+        pts = np.rint(s.points).astype(int)
+        pts = pts[(pts[:, 0] >= 0) & (pts[:, 0] < h) & (pts[:, 1] >= 0) & (pts[:, 1] < w)]
+        under = prior[pts[:, 0], pts[:, 1]]
+        ids, counts = np.unique(under, return_counts=True)
+        j = int(ids[np.argmax(counts)])
+        if j == 0 or j in named or counts.max() < 0.5 * len(under):
+            continue
+        if out is prior:
+            out = prior.copy()
+        out[prior == j] = k
+        present.add(k)
+        named.add(j)  # one object is renamed once per round
+    return out
 
 
 def _cancel_check(cancel: CancelFn | None) -> Callable[[], bool]:
