@@ -18,7 +18,7 @@ from .. import __version__
 from .backends import Backend, get_backend
 from .io import to_float_image
 from .scribbles import Scribble, clip_scribble
-from .store import LABEL_DTYPE, MaskStore, video_fingerprint
+from .store import LABEL_DTYPE, MaskStore, sampled_frame_indices, video_fingerprint
 
 __all__ = ["Session"]
 
@@ -65,16 +65,19 @@ class Session:
         self.n_frames = int(frames.shape[0])
         self.height, self.width = int(frames.shape[1]), int(frames.shape[2])
         self.backend: Backend = get_backend(backend, params)
-        self._value_range = self._intensity_range()
-        self._channel_map = self._channel_projection()
+        # a few frames summarise the video: intensity range, channel projection, fingerprint
+        samples = {t: np.asarray(frames[t]) for t in sampled_frame_indices(self.n_frames)}
+        self._value_range = self._intensity_range(samples)
+        self._channel_map = self._channel_projection(samples)
         prov = {"engine_version": __version__, "backend": self.backend.name,
                 "params": self.backend.params_dict(), "source": None if source is None else str(source)}
         self.store = MaskStore(store, self.n_frames, self.height, self.width,
-                               fingerprint=video_fingerprint(frames), provenance=prov)
+                               fingerprint=video_fingerprint(frames, samples), provenance=prov)
         self._images: OrderedDict[int, np.ndarray] = OrderedDict()
         self._image_cache_size = 16
         self._lock = threading.RLock()  # one action at a time
         self._image_lock = threading.Lock()  # the frame cache (read by propagation threads)
+        self._id_lock = threading.Lock()  # new object ids (allocated by propagation threads)
         self.memory = self.backend.new_memory()
         for t in self.user_references:
             self.memory.add(t, self.image(t), self.store.read(t))
@@ -125,16 +128,15 @@ class Session:
                 self._images.popitem(last=False)
         return img
 
-    def _intensity_range(self) -> tuple[float, float] | None:
+    def _intensity_range(self, samples: dict[int, np.ndarray]) -> tuple[float, float] | None:
         """One intensity range for the whole video (so frames stay comparable)."""
         if np.dtype(self.frames.dtype) == np.uint8:
             return (0.0, 255.0)
-        idx = sorted({0, self.n_frames // 2, self.n_frames - 1})
-        vals = np.concatenate([np.asarray(self.frames[t])[::4, ::4].ravel() for t in idx])
+        vals = np.concatenate([f[::4, ::4].ravel() for f in samples.values()])
         lo, hi = np.percentile(vals, [0.5, 99.8])
         return (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
 
-    def _channel_projection(self):
+    def _channel_projection(self, samples: dict[int, np.ndarray]):
         """Frames with other than 1 or 3 channels are seen through their 3 principal components
         (computed once from a few frames), so every backend gets grey or 3-channel images."""
         c = 1 if len(self.frames.shape) == 3 else int(self.frames.shape[3])
@@ -142,9 +144,8 @@ class Session:
             return None
         if c == 4 and np.dtype(self.frames.dtype) == np.uint8:
             return None  # RGBA: to_float_image drops alpha
-        idx = sorted({0, self.n_frames // 2, self.n_frames - 1})
-        x = np.concatenate([to_float_image(np.asarray(self.frames[t]), self._value_range)[::4, ::4]
-                            .reshape(-1, c) for t in idx])
+        x = np.concatenate([to_float_image(f, self._value_range)[::4, ::4].reshape(-1, c)
+                            for f in samples.values()])
         mean = x.mean(axis=0)
         _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
         basis = np.zeros((c, 3), np.float32)
@@ -310,7 +311,7 @@ class Session:
 
     def _new_object(self, parent: int | None = None) -> int:
         """A new object id (used by propagation when an object divides); lineage kept."""
-        with self._image_lock:
+        with self._id_lock:
             new = max(self.store.objects, default=0) + 1
             self.store.ensure_object(new, parent=parent)
             if parent is not None:

@@ -61,17 +61,21 @@ def _compressors():
     return [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")]
 
 
-def video_fingerprint(frames: Any, n_samples: int = 3) -> dict:
-    """Shape, dtype and a hash of a few sampled frames (first, middle, last).
+def sampled_frame_indices(n_frames: int) -> list[int]:
+    """The frames a video is summarised by (first, middle, last)."""
+    return sorted({0, n_frames // 2, n_frames - 1})
 
-    Reads ``n_samples`` frames; cheap on lazy arrays.
+
+def video_fingerprint(frames: Any, samples: dict[int, np.ndarray] | None = None) -> dict:
+    """Shape, dtype and a hash of a few sampled frames (:func:`sampled_frame_indices`).
+
+    ``samples`` (frame index -> array) avoids reading frames the caller already read.
     """
     shape = tuple(int(s) for s in frames.shape)
-    t_count = shape[0]
-    idx = sorted({0, t_count // 2, t_count - 1})[:n_samples]
+    idx = sampled_frame_indices(shape[0])
     h = hashlib.sha256()
     for t in idx:
-        f = np.ascontiguousarray(np.asarray(frames[t]))
+        f = np.ascontiguousarray(samples[t] if samples is not None else np.asarray(frames[t]))
         h.update(f[:: max(1, f.shape[0] // 64), :: max(1, f.shape[1] // 64)].tobytes())
     return {"shape": list(shape), "dtype": str(np.dtype(frames.dtype)), "sampled_frames": idx,
             "sampled_hash": h.hexdigest()[:32]}
