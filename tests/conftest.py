@@ -54,6 +54,26 @@ def moving_objects_clip(n_frames: int = 16, h: int = 96, w: int = 128, seed: int
     return frames, labels
 
 
+def cells_clip(n_frames: int = 14, h: int = 90, w: int = 120, seed: int = 1):
+    """Grey fluorescence-like clip: cells 1 and 2 drift; cell 3 enters from the right edge at
+    frame 3 and moves left.  Returns (frames uint16 (T,H,W), labels uint32 (T,H,W))."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    frames = np.zeros((n_frames, h, w), np.uint16)
+    labels = np.zeros((n_frames, h, w), np.uint32)
+    for t in range(n_frames):
+        img = rng.normal(400, 30, (h, w))
+        cells = [(1, 25 + 0.5 * t, 25 + t, 10, 2600), (2, 60, 50 + 0.3 * t, 11, 1900)]
+        if t >= 3:
+            cells.append((3, 45 - 0.4 * t, w + 8 - 4 * (t - 3) - 12, 9, 2200))
+        for oid, cy, cx, r, amp in cells:
+            d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+            img += amp * np.exp(-d2 / (2 * (1.2 * r) ** 2)) * (d2 <= r * r)
+            labels[t][d2 <= r * r] = oid
+        frames[t] = np.clip(img, 0, 65535).astype(np.uint16)
+    return frames, labels
+
+
 @pytest.fixture
 def clip():
     return moving_objects_clip()

@@ -276,6 +276,14 @@ def test_a_dividing_object_gets_a_daughter_with_lineage():
     daughter = max(ids)
     assert s.objects[daughter]["parent"] == 1
     assert iou(last > 0, gt[-1] > 0) > 0.8
+    # the daughter is proposed: one stroke names it on every frame it is on
+    first, end = s.proposals[daughter]
+    assert end == t_count - 1 and 4 <= first < t_count - 1
+    rr, cc = np.nonzero(last == daughter)
+    s.add_scribbles(t_count - 1, [Scribble(5, np.array([[rr.mean(), cc.mean()]]))])
+    renamed = np.asarray(s.labels[...])
+    assert not (renamed == daughter).any() and daughter not in s.proposals
+    assert (renamed[first] == 5).sum() > 20 and s.objects[5]["parent"] == 1  # lineage kept
     rgb = np.repeat((frames // 8).astype(np.uint8)[..., None], 3, axis=3)
     s_rgb = Session(rgb)  # natural video: a split is not a division unless asked for
     s_rgb.set_labels(0, gt[0])

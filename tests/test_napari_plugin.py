@@ -515,3 +515,27 @@ def test_frames_before_paint_takes_edits_back():
     assert now[1, 0, 0] == 9  # input untouched
     whole = Atom((slice(1, 2), slice(3, 7), slice(3, 7)), None, before[1:2, 3:7, 3:7].copy())
     np.testing.assert_array_equal(frames_before_paint([whole], {1: mid[1]})[1], before[1])
+
+
+def test_proposed_objects_listed_and_named_with_a_stroke(make_napari_viewer, tmp_path):
+    from conftest import cells_clip
+
+    frames, truth = cells_clip()
+    viewer = make_napari_viewer()
+    image = viewer.add_image(frames, name="cells")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    widget.image.value = image
+    widget.store.value = tmp_path / "cells.ivoma.zarr"
+    widget.start_session()
+    session = widget.session
+    session.set_labels(0, np.where(truth[0] == 3, 0, truth[0]))
+    widget.propagate(block=True)
+    [pid] = session.proposals
+    assert "proposed" in widget.objects_info.value and str(pid) in widget.objects_info.value
+    rr, cc = np.nonzero(truth[9] == 3)
+    row = int(np.median(rr))
+    draw_path(widget, 9, 7, [[row, cc[rr == row].min() + 2], [row, cc[rr == row].max() - 2]])
+    widget.scribbles_to_mask(9, block=True)
+    assert session.proposals == {}
+    assert "proposed" not in widget.objects_info.value
+    assert iou(np.asarray(widget.masks_layer.data[12]) == 7, truth[12] == 3) > 0.8

@@ -611,10 +611,17 @@ class AnnotatorWidget(Container):
             parts.append(f"hand edits pending: {', '.join(map(str, sorted(self.edited_frames)))}")
         self.references.value = " · ".join(parts) or "none yet"
         rows = []
+        proposed = s.proposals
         for oid, obj in sorted(s.objects.items()):
+            if obj.get("proposal"):
+                continue  # proposals (and dismissed ones) are summarised below
             hexcol = _hex(self.colour_of(oid))
             name = html.escape(str(obj.get("name") or f"object {oid}"))
             rows.append(f'<span style="color:{hexcol}">&#9632;</span> {oid}: {name}')
+        if proposed:
+            ids = ", ".join(f"{oid} (frames {a}-{b})" for oid, (a, b) in sorted(proposed.items()))
+            rows.append(f"<i>proposed: {html.escape(ids)}</i> &mdash; name one with a stroke of an "
+                        "object id, dismiss it with a background stroke")
         self.objects_info.value = "<br>".join(rows) or "none yet"
         self.object_hint.value = self._object_hint(int(self.object_id.value))
 

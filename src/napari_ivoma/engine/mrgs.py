@@ -20,6 +20,8 @@ The steps of Le et al. (AAAI-21), in order, as functions of this module:
    join the memory pool of later propagations.
 5. :func:`merge_objects` -- all objects merged into one label image, overlaps resolved by
    confidence.
+6. :func:`~.proposals.propose_objects` -- foreground that no object claims (cells entering,
+   grey video by default) becomes proposed objects the user names or dismisses with one stroke.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import numpy as np
 
 from .graphcut import cut
 from .motion import FlowCache, to_gray_u8
+from .proposals import extend_range, propose_objects
 from .store import LABEL_DTYPE
 
 __all__ = [
@@ -81,6 +84,10 @@ class MRGSParams:
     split_share: float = 0.3     # each part of a split holds at least this share of the area
     core_margin: int = 3         # an object may not enter a neighbour's warped mask deeper than this (px)
     core_llr_margin: float = 1.0  # ... unless the pixel's colour fits it better by this log-odds
+    proposals: str = "auto"      # unclaimed foreground becomes proposed objects: on, off, auto (grey video)
+    proposal_min_frames: int = 3  # ... when seen on at least this many consecutive frames
+    proposal_overlap: float = 0.5  # ... linked frame to frame by this overlap (of the smaller blob)
+    proposal_min_fit: float = 0.6  # ... only when an intensity threshold reproduces the references this well (IoU)
 
 
 # --------------------------------------------------------------------------- soft masks
@@ -610,16 +617,23 @@ def propagate_session(session, start: int, stop: int, progress: Callable[[int, i
     hists = _reference_histograms(session, pool, params)
     lock = threading.Lock()
 
+    written: list[int] = []
+
     def run(job) -> int:
         a, b, key, todo = job
         records, n = [], 0
         for t, labels, agree in _track_span(session, a, b, todo, flows, params, hists, is_cancelled,
                                             locked_tick):
             # the frame is still in the session's image cache: measure its sharpness now
-            records.append((t, np.bincount(labels.ravel()), agree, sharpness(session.image(t))))
+            counts = np.bincount(labels.ravel())
+            records.append((t, counts, agree, sharpness(session.image(t))))
             with lock:
                 store.write(t, labels)
+                for oid in np.flatnonzero(counts[1:]) + 1:  # proposed objects (daughters)
+                    if "proposal" in store.attrs["objects"].get(str(oid), {}):
+                        extend_range(store, int(oid), t, t)
                 store.computed_from[t] = key
+                written.append(t)
                 tick()
             n += 1
         if not is_cancelled():
@@ -635,9 +649,13 @@ def propagate_session(session, start: int, stop: int, progress: Callable[[int, i
 
     workers = max(1, min(params.workers, len(jobs), os.cpu_count() or 1))
     if workers == 1:
-        return sum(run(job) for job in jobs if not is_cancelled())
-    with ThreadPoolExecutor(workers) as pool_exec:
-        return sum(pool_exec.map(run, jobs))
+        n = sum(run(job) for job in jobs if not is_cancelled())
+    else:
+        with ThreadPoolExecutor(workers) as pool_exec:
+            n = sum(pool_exec.map(run, jobs))
+    if not is_cancelled():
+        propose_objects(session, sorted(written), params, is_cancelled)
+    return n
 
 
 def _track_span(session, a: int | None, b: int | None, todo: list[int], flows: FlowCache,

@@ -98,6 +98,13 @@ class Session:
         return self.store.objects
 
     @property
+    def proposals(self) -> dict[int, tuple[int, int]]:
+        """Proposed objects (unclaimed foreground found by propagation, not yet named or
+        dismissed): id -> (first, last) frame."""
+        return {oid: tuple(obj["proposal"]["frames"]) for oid, obj in self.objects.items()
+                if obj.get("proposal", {}).get("frames") and not obj["proposal"].get("dismissed")}
+
+    @property
     def references(self) -> dict[int, str]:
         """Reference frames: t -> "user" or "auto"."""
         return {t: r["kind"] for t, r in sorted(self.store.references.items())}
@@ -198,12 +205,16 @@ class Session:
             has_prior = bool(prior.any()) or t in self.store.references
             everything = self.scribbles(t) + clipped
             new_ids = {s.object_id for s in clipped}
+            claims = self._proposal_claims(prior, clipped) if has_prior else {}
+            for pid, (k, _) in claims.items():
+                prior = np.where(prior == pid, k, prior).astype(LABEL_DTYPE)
             if has_prior:
                 prior = _rename_stroked_objects(prior, clipped)
             labels = self.backend.scribbles_to_mask(
                 image, everything, prior if has_prior else None, new_ids, self.memory
             ).astype(LABEL_DTYPE, copy=False)
             self.store.begin_step("add_scribbles", t)
+            self._settle_proposals(t, claims)
             self.store.write(t, labels)
             for oid in sorted({s.object_id for s in everything} | set(np.unique(labels).tolist())):
                 self.store.ensure_object(int(oid))
@@ -310,13 +321,62 @@ class Session:
             self.memory.remove(t)
 
     def _new_object(self, parent: int | None = None) -> int:
-        """A new object id (used by propagation when an object divides); lineage kept."""
+        """A new, proposed object (found by propagation: unclaimed foreground, or a daughter
+        when an object divides, lineage kept).  Like every proposal, one stroke names it on
+        all its frames."""
         with self._id_lock:
             new = max(self.store.objects, default=0) + 1
             self.store.ensure_object(new, parent=parent)
-            if parent is not None:
-                self.store.attrs["objects"][str(new)]["name"] = f"object {new} (from {parent})"
+            obj = self.store.attrs["objects"][str(new)]
+            obj["name"] = f"proposal {new}" + ("" if parent is None else f" (from {parent})")
+            obj["proposal"] = {}
         return new
+
+    def _proposal_claims(self, prior: np.ndarray, strokes: Sequence[Scribble]) -> dict[int, tuple]:
+        """Proposed objects named (stroke of an object id) or dismissed (background stroke) by
+        the new strokes: proposal id -> (new id, 0 = dismissed; its box on this frame).  A
+        stroke claims the proposal under most of its points."""
+        open_ids = set(self.proposals)
+        if not open_ids:
+            return {}
+        h, w = prior.shape
+        claims: dict[int, tuple] = {}
+        for s in strokes:
+            pts = np.rint(s.points).astype(int)
+            pts = pts[(pts[:, 0] >= 0) & (pts[:, 0] < h) & (pts[:, 1] >= 0) & (pts[:, 1] < w)]
+            if not len(pts):
+                continue
+            ids, counts = np.unique(prior[pts[:, 0], pts[:, 1]], return_counts=True)
+            j = int(ids[np.argmax(counts)])
+            if j in open_ids and j not in claims and j != s.object_id and counts.max() >= 0.5 * len(pts):
+                rows = np.flatnonzero((prior == j).any(axis=1))
+                cols = np.flatnonzero((prior == j).any(axis=0))
+                box = [int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1]
+                claims[j] = (int(s.object_id), box)
+        return claims
+
+    def _settle_proposals(self, t: int, claims: dict[int, tuple]) -> None:
+        """Apply named / dismissed proposals to every frame they were written on (undoable:
+        called inside the undo step of the action)."""
+        for pid, (k, box) in claims.items():
+            first, last = self.proposals[pid]
+            for u in range(first, last + 1):
+                if u == t:
+                    continue
+                lab = self.store.read(u)
+                hit = lab == pid
+                if hit.any():
+                    lab[hit] = k
+                    self.store.write(u, lab)
+            obj = self.store.attrs["objects"][str(pid)]
+            if k == 0:  # remembered, so that propagation does not propose it again
+                obj["proposal"]["dismissed"] = [{"t": int(t), "box": box}]
+            else:  # the named object inherits the proposal's lineage
+                gone = self.store.attrs["objects"].pop(str(pid))
+                self.store.ensure_object(k, parent=gone.get("parent"))
+                named = self.store.attrs["objects"][str(k)]
+                if named.get("parent") is None:
+                    named["parent"] = gone.get("parent")
 
     def close(self) -> None:
         """Write pending attributes; the session's arrays stay readable."""
