@@ -90,6 +90,24 @@ def test_object_leaving_and_reentering_with_two_references():
         assert iou(out[t] == 2, gt[t] == 2) >= 0.9, t
 
 
+def test_object_entering_late_exists_from_where_it_appears():
+    frames, gt = moving_objects_clip(n_frames=20, leave=True)
+    absent = [t for t in range(20) if not (gt[t] == 1).any()]
+    frames, gt = frames[absent[0]:], gt[absent[0]:]  # object 1 is out, then comes in
+    last = len(gt) - 1
+    s = Session(frames)
+    s.set_labels(0, gt[0])        # only object 2 on the first frame
+    s.set_labels(last, gt[last])  # object 1 is labelled on the last frame only
+    out = np.asarray(s.propagate())
+    area = (gt[last] == 1).sum()
+    for t in range(len(gt)):
+        if not (gt[t] == 1).any():
+            assert (out[t] == 1).sum() < 0.05 * area, t
+        elif (gt[t] == 1).sum() > 0.5 * area:
+            assert iou(out[t] == 1, gt[t] == 1) >= 0.8, t
+        assert iou(out[t] == 2, gt[t] == 2) >= 0.9, t
+
+
 def test_propagation_is_incremental_and_respects_references(clip):
     frames, gt = clip
     n = len(frames)
