@@ -23,8 +23,8 @@ def test_image_folder_is_lazy_one_chunk_per_frame(tmp_path, monkeypatch):
     for i, f in enumerate(frames):
         Image.fromarray(f).save(tmp_path / f"img_{i}.png")  # natural sort: img_10 after img_9
     reads = []
-    real = ivio._read_image
-    monkeypatch.setattr(ivio, "_read_image", lambda p: reads.append(p) or real(p))
+    real = ivio.read_image
+    monkeypatch.setattr(ivio, "read_image", lambda p: reads.append(p) or real(p))
     arr = open_frames(tmp_path)
     assert arr.shape == frames.shape and arr.dtype == np.uint8
     assert arr.chunks[0] == (1,) * len(frames)
@@ -153,3 +153,33 @@ def test_to_float_image():
     assert out.shape == (3, 3, 3) and out[..., 0].min() == 1.0
     with pytest.raises(ValueError):
         to_float_image(np.zeros((2, 2, 2, 2)))
+
+
+def test_read_image_modes_and_the_bench_reads_frames_the_same_way(tmp_path):
+    from napari_ivoma.bench.dataset import read_frame
+
+    grey = (np.arange(24 * 32).reshape(24, 32) % 251).astype(np.uint8)
+    alpha = np.full_like(grey, 200)
+    Image.fromarray(np.dstack([grey, alpha]), "LA").save(tmp_path / "la.png")
+    rgb = np.dstack([grey, 255 - grey, grey // 2])
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")
+    tifffile.imwrite(tmp_path / "chw.tif", np.moveaxis(rgb, -1, 0), photometric="minisblack")
+
+    la = ivio.read_image(tmp_path / "la.png")
+    np.testing.assert_array_equal(la, grey)  # grey + alpha is grey, not RGB
+    assert ivio.read_image(tmp_path / "rgba.png").shape == (24, 32, 4)
+    assert ivio.read_image(tmp_path / "p.png").shape == (24, 32, 3)
+    np.testing.assert_array_equal(read_frame(tmp_path / "la.png"), grey)
+    np.testing.assert_array_equal(read_frame(tmp_path / "rgba.png"), rgb)
+    np.testing.assert_array_equal(read_frame(tmp_path / "chw.tif"), rgb)
+    with pytest.raises(FrameReadError, match="cannot read image"):
+        (tmp_path / "bad.png").write_bytes(b"not a png")
+        ivio.read_image(tmp_path / "bad.png")
+    # a folder of grey+alpha frames opens as a grey video
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for t in range(3):
+        Image.fromarray(np.dstack([grey, alpha]), "LA").save(folder / f"{t:03d}.png")
+    frames = open_frames(folder)
+    assert frames.shape == (3, 24, 32)

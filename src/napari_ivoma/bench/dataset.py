@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_ivoma.engine.io import read_image
+
 __all__ = [
     "Sequence",
     "SkipSequence",
@@ -131,20 +133,12 @@ def _indexed_files(folder: Path, suffixes: set[str]) -> dict[int, Path]:
 
 
 def read_frame(path: Path) -> np.ndarray:
-    """One frame as (H, W) grey or (H, W, 3) RGB, dtype kept (alpha dropped)."""
-    if path.suffix.lower() in _TIFF:
-        import tifffile
+    """One frame as (H, W) grey or (H, W, 3) RGB, dtype kept (alpha dropped).
 
-        img = np.asarray(tifffile.imread(path))
-    else:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            if im.mode in ("P", "PA", "CMYK", "YCbCr", "RGBA", "LAB", "HSV"):
-                im = im.convert("RGB")
-            elif im.mode == "LA":
-                im = im.convert("L")
-            img = np.asarray(im)
+    Decoding is the engine's (:func:`napari_ivoma.engine.io.read_image`); channel-first
+    TIFF pages are moved channel-last.
+    """
+    img = read_image(path)
     img = np.squeeze(img)
     if img.ndim == 3 and img.shape[-1] == 4:
         img = img[..., :3]

@@ -16,6 +16,7 @@ import numpy as np
 
 __all__ = [
     "open_frames",
+    "read_image",
     "to_float_image",
     "VIDEO_EXTENSIONS",
     "IMAGE_EXTENSIONS",
@@ -37,8 +38,19 @@ def _natural_key(p: Path) -> list:
     return [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", p.name)]
 
 
-def _read_image(path: Path) -> np.ndarray:
-    """Decode one image file to a numpy array (grey (H, W) or colour (H, W, C))."""
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode one image file to a numpy array: grey (H, W) or colour (H, W, C), dtype kept.
+
+    Palette, CMYK, YCbCr, Lab, HSV and 1-bit images become RGB (RGBA with transparency); grey with
+    alpha becomes grey (the alpha of a microscopy frame carries no signal).  TIFF pages are
+    returned as stored.
+
+    Raises
+    ------
+    FrameReadError
+        When the file cannot be decoded.
+    """
+    path = Path(path)
     suffix = path.suffix.lower()
     try:
         if suffix in TIFF_EXTENSIONS:
@@ -49,8 +61,10 @@ def _read_image(path: Path) -> np.ndarray:
             from PIL import Image
 
             with Image.open(path) as im:
-                if im.mode in ("P", "LA", "PA", "CMYK", "YCbCr", "1"):
-                    im = im.convert("RGBA" if "A" in im.mode and im.mode != "LA" else "RGB")
+                if im.mode == "LA":
+                    im = im.convert("L")
+                elif im.mode in ("P", "PA", "CMYK", "YCbCr", "1", "LAB", "HSV"):
+                    im = im.convert("RGBA" if im.mode == "PA" else "RGB")
                 arr = np.asarray(im)
     except Exception as exc:  # noqa: BLE001 - report any decoder failure the same way
         raise FrameReadError(f"cannot read image {path}: {exc}") from exc
@@ -90,7 +104,7 @@ def _open_image_folder(folder: Path) -> da.Array:
             f"folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
             "expected one image file per frame"
         )
-    first = _read_image(files[0])
+    first = read_image(files[0])
     # check shapes from headers only (cheap), so mixed shapes fail at open time
     bad = _mismatched_sizes(files, first.shape[:2])
     if bad:
@@ -99,7 +113,7 @@ def _open_image_folder(folder: Path) -> da.Array:
             f"frames in {folder} have mixed shapes: {files[0].name} is {first.shape[1]}x{first.shape[0]} "
             f"(W x H) but {name} is {size[0]}x{size[1]}; all frames must have the same size"
         )
-    return _stack_lazy(lambda i: _read_image(files[i]), len(files), first)
+    return _stack_lazy(lambda i: read_image(files[i]), len(files), first)
 
 
 def _mismatched_sizes(files: list[Path], hw: tuple[int, int]) -> tuple[str, tuple[int, int]] | None:
@@ -243,7 +257,7 @@ def open_frames(path: str | Path) -> da.Array:
     elif suffix in TIFF_EXTENSIONS:
         frames = _open_tiff(p)
     elif suffix in IMAGE_EXTENSIONS:
-        frames = da.from_array(_read_image(p)[None])
+        frames = da.from_array(read_image(p)[None])
     else:
         raise FrameReadError(
             f"unsupported file type {suffix or '(none)'} for {p.name}; napari-ivoma opens videos "
