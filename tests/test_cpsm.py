@@ -117,6 +117,23 @@ def test_memory_pool_bounded_and_replacing():
         pool.add(3, img, np.zeros((5, 5), np.uint32))
 
 
+def test_memory_pool_computes_in_background_on_a_copy():
+    import pickle
+
+    img, gt = textured_two_regions()
+    labels = gt.astype(np.uint32)
+    pool = MemoryPool(per_object=50, per_background=80)
+    pool.add(0, img, labels)
+    labels[:] = 0  # the caller reuses its array: the pool must have kept its own copy
+    x, y = pool.samples()
+    assert set(np.unique(y)) == {0, 1, 2}
+    ref = MemoryPool(per_object=50, per_background=80)
+    ref.add(0, img, gt)
+    np.testing.assert_array_equal(ref.samples()[0], x)  # deterministic: same frame, same samples
+    copy = pickle.loads(pickle.dumps(pool))
+    np.testing.assert_array_equal(copy.samples()[0], x)
+
+
 # ------------------------------------------------------------------ CPSM
 
 

@@ -8,6 +8,7 @@ confirmed masks stored in the :class:`MemoryPool`).
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -269,19 +270,35 @@ class MemoryPool:
     per_background: int = 1200
     max_frames: int = 12
     seed: int = 0
-    _frames: dict[int, _FrameSamples] = field(default_factory=dict, repr=False)
+    _frames: dict[int, _FrameSamples | Future] = field(default_factory=dict, repr=False)
+    _worker: ThreadPoolExecutor | None = field(default=None, init=False, repr=False, compare=False)
 
     def add(self, t: int, image: np.ndarray, labels: np.ndarray) -> None:
-        """Store samples of confirmed frame ``t``; re-adding ``t`` replaces it."""
+        """Store samples of confirmed frame ``t``; re-adding ``t`` replaces it.
+
+        The features are computed in a background thread (the caller returns at once; the
+        next use of the pool waits for them)."""
         img = _check_image(image)
         lab = np.asarray(labels)
         if lab.shape != img.shape[:2]:
             raise ValueError(f"labels shape {lab.shape} does not match image shape {img.shape[:2]}")
-        feats = pixel_features(img)
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="ivoma-memory")
+        lab = lab.astype(np.uint32, copy=True)  # the caller may change its array afterwards
         self._frames.pop(int(t), None)
-        self._frames[int(t)] = self._sample(feats, lab.astype(np.uint32, copy=False), int(t))
+        self._frames[int(t)] = self._worker.submit(self._sample_frame, img.copy(), lab, int(t))
         while len(self._frames) > self.max_frames:
             self._frames.pop(next(iter(self._frames)))
+
+    def _sample_frame(self, image: np.ndarray, labels: np.ndarray, t: int) -> _FrameSamples:
+        return self._sample(pixel_features(image), labels, t)
+
+    def _ready(self) -> dict[int, _FrameSamples]:
+        """The stored frames, waiting for features still being computed."""
+        for t, v in list(self._frames.items()):
+            if isinstance(v, Future):
+                self._frames[t] = v.result()
+        return self._frames
 
     def remove(self, t: int) -> None:
         """Forget frame ``t`` (no error when it is absent)."""
@@ -293,20 +310,26 @@ class MemoryPool:
     def __contains__(self, t: int) -> bool:
         return int(t) in self._frames
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_frames"] = dict(self._ready())
+        state["_worker"] = None
+        return state
+
     @property
     def frames(self) -> list[int]:
         return sorted(self._frames)
 
     def object_ids(self) -> set[int]:
         ids: set[int] = set()
-        for fs in self._frames.values():
+        for fs in self._ready().values():
             ids.update(int(v) for v in np.unique(fs.labels))
         ids.discard(0)
         return ids
 
     def samples(self, exclude: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """All stored samples as ``(features (N, F), labels (N,))``, optionally without frame ``exclude``."""
-        parts = [fs for t, fs in self._frames.items() if t != exclude]
+        parts = [fs for t, fs in self._ready().items() if t != exclude]
         if not parts:
             return np.zeros((0, 0), np.float32), np.zeros(0, np.uint32)
         nf = {p.feats.shape[1] for p in parts}

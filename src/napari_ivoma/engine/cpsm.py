@@ -82,10 +82,17 @@ class CPSMParams:
         Correction rounds: the prior is ignored within ``distrust * sqrt(area / pi)`` of a new scribble.
     self_train : int
         Rounds of retraining the appearance model on the previous cut.
+    n_trees : int
+        Trees of the pixel classifier (48 instead of 16: the same mean J, seed-to-seed spread
+        0.024 -> 0.017, 3x the time).
     n_samples : int
-        Automatic background samples per round.
+        Samples per kind (strokes, automatic background, prior, ...) per round (1000 measured
+        alike within the seed-to-seed spread, see BENCHMARKS.md).
     memory_weight : float
         Total weight of memory-pool samples relative to this frame's samples.
+    memory_samples : int
+        At most this many memory-pool samples (a random share) train the model, so a
+        correction costs the same after many rounds as after one.
     refine_band : int
         Self-training rounds re-decide only pixels within this distance of the previous
         cut's outline (0 = the whole region of interest).
@@ -152,6 +159,8 @@ class CPSMParams:
     self_train: int = 1
     n_samples: int = 1500
     memory_weight: float = 0.5
+    memory_samples: int = 4000
+    n_trees: int = 16
     refine_band: int = 12
     max_pixels: int = 450_000
     max_pixels_grey: int = 130_000
@@ -607,6 +616,9 @@ def _segment(
             add(neg_extra, 0, p.n_samples, 1.0)
         if memory is not None and len(memory):
             mx, my = memory.samples()
+            if len(my) > p.memory_samples:  # a bounded random share: the cost stays flat over rounds
+                keep = np.sort(rng.choice(len(my), p.memory_samples, replace=False))
+                mx, my = mx[keep], my[keep]
             if mx.size and mx.shape[1] == nf:
                 pos = np.isin(my, active)
                 neg = my == 0
@@ -646,7 +658,7 @@ def _segment(
             # no background evidence at all (object covers everything allowed)
             fg = ~hard_bg
             break
-        clf = PixelClassifier(seed=p.seed).fit(x, y, wt)
+        clf = PixelClassifier(n_trees=p.n_trees, seed=p.seed).fit(x, y, wt)
         free = ~(hard_bg | hard_fg)
         if fg is None or p.refine_band <= 0:
             # correction rounds fix details: their first pass is classified on a finer grid
