@@ -321,3 +321,23 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(TypeError, match="Scribble"):
         scribbles_to_mask(img, [[1, [5, 5]]])
     assert not scribbles_to_mask(img, []).any()
+
+
+def test_motion_features_must_match_the_frame():
+    img, gt = textured_two_regions()
+    with pytest.raises(ValueError, match="motion features"):
+        scribbles_to_mask(img, [Scribble(1, np.array([[10.0, 10.0], [20.0, 20.0]]))],
+                          motion=np.zeros((5, 5, 3), np.float32))
+
+
+def test_motion_on_a_large_grey_frame_goes_through_the_shrunk_path():
+    rng = np.random.default_rng(0)
+    h, w = 420, 420  # above max_pixels_grey: segmented shrunk, then refined
+    img = (rng.random((h, w, 1)) * 0.2).astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    disc = (yy - 200) ** 2 + (xx - 200) ** 2 <= 60**2
+    img[disc] += 0.6
+    motion = np.zeros((h, w, 6), np.float32)
+    motion[disc] = (3.0, 0.0, 3.0, -3.0, 0.0, 3.0)  # moves rigidly against a still background
+    out = scribbles_to_mask(img, [Scribble(1, np.array([[200.0, 160.0], [200.0, 240.0]]))], motion=motion)
+    assert ((out == 1) & disc).sum() / ((out == 1) | disc).sum() > 0.9

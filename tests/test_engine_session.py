@@ -357,3 +357,35 @@ def test_a_stroke_of_a_new_id_inside_an_object_renames_it(clip):
     assert iou(lab == 2, gt[5] == 2) >= 0.9
     assert 9 not in np.unique(lab)
     np.testing.assert_array_equal(lab == 1, gt[5] == 1)  # the other object keeps its pixels
+
+
+def _moving_disc_beside_static_lookalike(n: int = 3, h: int = 96, w: int = 128, seed: int = 0):
+    """A textured disc moving right 5 px/frame, touching a static block of the same texture."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    tex = rng.integers(150, 250, (h, w))
+    bg = rng.integers(20, 60, (h, w))
+    block = (np.abs(yy - 48) <= 14) & (np.abs(xx - 86) <= 12)
+    frames = np.zeros((n, h, w, 3), np.uint8)
+    truth = np.zeros((n, h, w), bool)
+    for t in range(n):
+        img = (bg + rng.integers(0, 3, (h, w))).astype(np.uint8)
+        disc = (yy - 48) ** 2 + (xx - (52 + 5 * t)) ** 2 <= 16**2
+        img[block] = tex[block]
+        img[disc] = np.roll(tex, 5 * t, axis=1)[disc]
+        frames[t] = img[..., None]
+        truth[t] = disc
+    return frames, truth, block
+
+
+def test_still_lookalike_next_to_a_moving_object_is_left_out():
+    frames, truth, block = _moving_disc_beside_static_lookalike()
+    stroke = Scribble(1, np.stack([np.arange(40, 57), np.full(17, 57)], 1).astype(float))
+    results = {}
+    for veto in (1.0, 0.0):
+        s = Session(frames, params={"motion_veto": veto})
+        m = s.add_scribbles(1, [stroke]) == 1
+        results[veto] = (iou(m, truth[1]), int((m & block & ~truth[1]).sum()))
+    (j_on, leak_on), (j_off, leak_off) = results[1.0], results[0.0]
+    assert leak_on < 0.7 * leak_off, results  # the motion says the block is not the disc
+    assert j_on > j_off + 0.05, results

@@ -53,7 +53,16 @@ def load_davis(seq: str, t: int):
     return img, gt, len(fr)
 
 
-def eval_davis(params: CPSMParams, frames: list[str], verbose: bool = True):
+def davis_motion(seq: str, t: int, n: int) -> np.ndarray:
+    """Motion features of DAVIS frame t from its flows to the neighbouring frames (as the Session)."""
+    from napari_ivoma.engine.motion import FlowCache, motion_features, to_gray_u8
+
+    nbrs = [u for u in (t - 1, t + 1) if 0 <= u < n]
+    cache = FlowCache(lambda u: to_gray_u8(load_davis(seq, u)[0]), "medium", scale=0.5)
+    return motion_features([cache.flow(t, u) for u in nbrs])
+
+
+def eval_davis(params: CPSMParams, frames: list[str], verbose: bool = True, motion: bool = False):
     r1, r2, times = [], [], []
     for seq in DAVIS_SEQS:
         n = len(glob.glob(f"{DATA}/davis/{seq}/frames/*.jpg"))
@@ -61,15 +70,17 @@ def eval_davis(params: CPSMParams, frames: list[str], verbose: bool = True):
             t = 0 if f == "0" else (n // 2 if f == "mid" else int(f))
             img, gt, _ = load_davis(seq, t)
             scr = first_round_scribbles(gt.astype(np.uint32), [1])
+            mot = davis_motion(seq, t, n) if motion else None
             t0 = time.perf_counter()
-            pred = scribbles_to_mask(img, scr, params=params) == 1
+            pred = scribbles_to_mask(img, scr, params=params, motion=mot) == 1
             times.append(time.perf_counter() - t0)
             j1 = jaccard(pred, gt)
             new = correction_scribbles(gt.astype(np.uint32), pred.astype(np.uint32), [1])
             prior = pred.astype(np.uint32)
             t0 = time.perf_counter()
             pred2 = (
-                scribbles_to_mask(img, scr + new, prior=prior, new_ids={s.object_id for s in new}, params=params)
+                scribbles_to_mask(img, scr + new, prior=prior, new_ids={s.object_id for s in new}, params=params,
+                                  motion=mot)
                 == 1
             )
             times.append(time.perf_counter() - t0)
@@ -130,15 +141,20 @@ def main(argv=None):
     ap.add_argument("--frames", default="0,mid")
     ap.add_argument("--param", action="append", default=[])
     ap.add_argument("-q", action="store_true")
+    ap.add_argument("--motion", action="store_true", help="give CPSM the frame's motion features")
     a = ap.parse_args(argv)
     kw = {}
     for s in a.param:
         k, v = s.split("=")
-        kw[k] = type(getattr(CPSMParams(), k))(float(v)) if "." in v or not v.isdigit() else type(getattr(CPSMParams(), k))(v)
+        default = getattr(CPSMParams(), k)
+        if isinstance(default, bool):
+            kw[k] = v.lower() in ("1", "true", "yes", "on")
+        else:
+            kw[k] = type(default)(float(v)) if "." in v or not v.isdigit() else type(default)(v)
     params = CPSMParams(**kw)
     print(params)
     if "davis" in a.what:
-        eval_davis(params, a.frames.split(","), not a.q)
+        eval_davis(params, a.frames.split(","), not a.q, a.motion)
     if "cells" in a.what:
         eval_cells(params, "Fluo-N2DH-SIMplus-01", 0, "stroke")
         eval_cells(params, "Fluo-N2DH-SIMplus-01", 32, "stroke")

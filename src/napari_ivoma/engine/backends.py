@@ -32,7 +32,11 @@ class Backend(Protocol):
 
     def scribbles_to_mask(self, image: np.ndarray, scribbles: list, prior: np.ndarray | None,
                           new_ids: set[int] | None, memory: Any) -> np.ndarray:
-        """CPSM: (H, W, C) float image + scribbles -> (H, W) uint32 labels."""
+        """CPSM: (H, W, C) float image + scribbles -> (H, W) uint32 labels.
+
+        A backend whose method also takes a keyword ``motion`` receives the frame's own motion
+        ((H, W, 3K) float32, :func:`~napari_ivoma.engine.motion.motion_features`; None for a
+        one-frame video)."""
 
     def params_dict(self) -> dict:
         """Parameters, for provenance."""
@@ -61,11 +65,11 @@ class ClassicalBackend:
 
         return MemoryPool()
 
-    def scribbles_to_mask(self, image, scribbles, prior, new_ids, memory):
+    def scribbles_to_mask(self, image, scribbles, prior, new_ids, memory, motion=None):
         from .cpsm import scribbles_to_mask
 
         return scribbles_to_mask(image, scribbles, prior=prior, new_ids=new_ids, memory=memory,
-                                 params=self.cpsm_params)
+                                 params=self.cpsm_params, motion=motion)
 
     def params_dict(self) -> dict:
         return {"cpsm": asdict(self.cpsm_params), "mrgs": asdict(self.mrgs_params)}

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-__all__ = ["FlowCache", "to_gray_u8"]
+__all__ = ["FlowCache", "to_gray_u8", "residual_motion", "motion_features"]
 
 _PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
 _FIXED = 16.0  # cached flows: int16 in 1/16 pixel (+-2047 px)
@@ -87,3 +87,41 @@ class FlowCache:
                 _, old = self._cache.popitem(last=False)
                 self._bytes -= old.nbytes
         return f
+
+
+def residual_motion(flow: np.ndarray, grid: int = 8, scale: float = 0.25) -> np.ndarray:
+    """Motion of every pixel relative to the camera: ``flow`` minus the homography that best
+    explains it (RANSAC on a grid of flow vectors), as (H, W, 2) float32 dx/dy.
+
+    Objects that move on their own stand out; a panning or zooming camera does not.  The fit
+    is made on the flow shrunk by ``scale`` (the residual is smooth at that resolution).
+    """
+    h, w = flow.shape[:2]
+    hs, ws = max(8, round(h * scale)), max(8, round(w * scale))
+    small = cv2.resize(flow, (ws, hs), interpolation=cv2.INTER_AREA) * np.float32(scale)
+    yy, xx = np.mgrid[0:hs:max(1, grid // 4), 0:ws:max(1, grid // 4)]
+    src = np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float32)
+    dst = src + small[yy.ravel(), xx.ravel()]
+    hom = None
+    if len(src) >= 8:
+        hom, _ = cv2.findHomography(src, dst, cv2.RANSAC, 0.5)
+    if hom is None:
+        med = np.median(small.reshape(-1, 2), axis=0)
+        res = small - med
+    else:
+        ys, xs = np.mgrid[0:hs, 0:ws].astype(np.float32)
+        pts = np.stack([xs, ys], -1).reshape(-1, 1, 2)
+        pred = cv2.perspectiveTransform(pts, hom).reshape(hs, ws, 2)
+        res = np.stack([xs, ys], -1) + small - pred
+    return cv2.resize(res / np.float32(scale), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def motion_features(flows: list[np.ndarray]) -> np.ndarray:
+    """Pixel features of a frame's own motion, from its flows to the neighbouring frames:
+    per flow the residual dx, dy and magnitude (see :func:`residual_motion`), smoothed.
+    Returns (H, W, 3 * len(flows)) float32."""
+    feats = []
+    for f in flows:
+        r = cv2.GaussianBlur(residual_motion(f), (0, 0), 2.0)
+        feats += [r[..., 0], r[..., 1], np.sqrt((r * r).sum(axis=2))]
+    return np.ascontiguousarray(np.stack(feats, axis=2).astype(np.float32))

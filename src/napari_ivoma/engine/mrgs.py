@@ -585,11 +585,7 @@ def propagate_session(session, start: int, stop: int, progress: Callable[[int, i
     store = session.store
     refs = {t: r["revision"] for t, r in store.references.items() if r["kind"] == "user"}
     computed = np.asarray(store.computed_from[:])
-    flows = getattr(session, "_flows", None)
-    if flows is None or flows.preset != params.flow_preset or flows.scale != params.flow_scale:
-        flows = FlowCache(lambda t: to_gray_u8(session.image(t)), params.flow_preset,
-                          scale=params.flow_scale)
-        session._flows = flows
+    flows = session._flow_cache()
     jobs = []
     for a, b in plan_segments(refs, session.n_frames):
         key = np.array([-1 if a is None else a, -1 if a is None else refs[a],

@@ -6,6 +6,7 @@ Reads like SAM2's video predictor: make a session on a video, add scribbles on a
 
 from __future__ import annotations
 
+import inspect
 import threading
 import warnings
 from collections import OrderedDict
@@ -162,6 +163,28 @@ class Session:
         lo, hi = np.percentile(proj, 0.5, axis=0), np.percentile(proj, 99.5, axis=0)
         return mean.astype(np.float32), basis, lo.astype(np.float32), np.maximum(hi, lo + 1e-6).astype(np.float32)
 
+    def _flow_cache(self):
+        """Optical flow between frames, shared by scribbles-to-mask and propagation."""
+        from .motion import FlowCache, to_gray_u8
+        from .mrgs import MRGSParams
+
+        params = getattr(self.backend, "mrgs_params", None) or MRGSParams()
+        flows = getattr(self, "_flows", None)
+        if flows is None or flows.preset != params.flow_preset or flows.scale != params.flow_scale:
+            flows = FlowCache(lambda t: to_gray_u8(self.image(t)), params.flow_preset, scale=params.flow_scale)
+            self._flows = flows
+        return flows
+
+    def _motion(self, t: int) -> np.ndarray | None:
+        """Frame ``t``'s own motion against its neighbouring frames (camera motion removed)."""
+        from .motion import motion_features
+
+        nbrs = [u for u in (t - 1, t + 1) if 0 <= u < self.n_frames]
+        if not nbrs:
+            return None
+        flows = self._flow_cache()
+        return motion_features([flows.flow(t, u) for u in nbrs])
+
     def _check_t(self, t: Any) -> int:
         if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
             raise TypeError(f"frame index must be an integer, got {t!r}")
@@ -210,8 +233,11 @@ class Session:
                 prior = np.where(prior == pid, k, prior).astype(LABEL_DTYPE)
             if has_prior:
                 prior = _rename_stroked_objects(prior, clipped)
+            extra = {}
+            if "motion" in inspect.signature(self.backend.scribbles_to_mask).parameters:
+                extra["motion"] = self._motion(t)
             labels = self.backend.scribbles_to_mask(
-                image, everything, prior if has_prior else None, new_ids, self.memory
+                image, everything, prior if has_prior else None, new_ids, self.memory, **extra
             ).astype(LABEL_DTYPE, copy=False)
             self.store.begin_step("add_scribbles", t)
             self._settle_proposals(t, claims)
