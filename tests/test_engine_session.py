@@ -341,6 +341,25 @@ def test_a_custom_backend_slots_in(clip):
     assert s.backend.calls == 1 and np.array_equal(lab, gt[4])
     out = np.asarray(s.propagate())  # propagation runs with default parameters
     assert iou(out[8] == 1, gt[8] == 1) >= 0.9
+
+    class OracleTracker(OracleBackend):
+        """Also replaces propagation's fine segmentation (a learned video model would)."""
+
+        def refine_mask(self, t, image, box, warped, object_id):
+            self.refined.append((t, object_id))
+            r0, r1, c0, c1 = box
+            return (gt[t, r0:r1, c0:c1] == object_id).astype(np.float32)
+
+    register_backend("oracle-tracker", OracleTracker)
+    s = Session(frames, backend="oracle-tracker")
+    s.backend.t, s.backend.refined = 4, []
+    s.add_scribbles(4, [Scribble(1, np.array([[10.0, 10.0]]))])
+    out = np.asarray(s.propagate())
+    assert {oid for _, oid in s.backend.refined} == {1, 2}
+    assert {t for t, _ in s.backend.refined} == set(range(len(gt))) - {4}
+    for t in range(len(gt)):
+        for k in (1, 2):
+            assert iou(out[t] == k, gt[t] == k) >= 0.97, (t, k)  # the backend's masks, not ours
     with pytest.raises(ValueError, match="unknown backend"):
         Session(frames, backend="nope")
     with pytest.raises(ValueError, match="unknown engine parameter"):

@@ -3,9 +3,9 @@
 A backend turns scribbles into masks on one frame (``scribbles_to_mask``, the CPSM step) and
 keeps a per-video memory of confirmed masks (``new_memory``).  Everything else (control points,
 motion, references, propagation, fusion, anomalies, storage) is the engine's own; a backend may
-also carry ``mrgs_params`` (:class:`~napari_ivoma.engine.mrgs.MRGSParams`) to tune propagation.
-Propagation's fine segmentation (:func:`~napari_ivoma.engine.mrgs.refine_object`) is not yet
-pluggable.
+also carry ``mrgs_params`` (:class:`~napari_ivoma.engine.mrgs.MRGSParams`) to tune propagation,
+and may replace propagation's fine segmentation (:func:`~napari_ivoma.engine.mrgs.refine_object`)
+with a ``refine_mask`` method (see :class:`Backend`).
 
 A learned backend (weights from a local file) implements the same methods and registers
 itself with :func:`register_backend`; ``Session(frames, backend="name")`` then uses it.
@@ -40,6 +40,13 @@ class Backend(Protocol):
 
     def params_dict(self) -> dict:
         """Parameters, for provenance."""
+
+    # Optional: a backend with a method
+    #     refine_mask(t, image, box, warped, object_id) -> (h, w) probability or None
+    # replaces propagation's fine segmentation: ``warped`` is the object's probability carried
+    # to frame ``t`` by optical flow inside ``box`` = (r0, r1, c0, c1) of the (H, W, C) float
+    # ``image``; return the refined probability in the same box, or None when the object is
+    # gone.  Warping, bi-directional fusion, anomaly repair and merging stay the engine's.
 
 
 class ClassicalBackend:

@@ -458,6 +458,7 @@ class _Pass:
         grey = session.image(ref).shape[2] == 1
         self.detect_splits = step > 0 and (mode == "on" or (mode == "auto" and grey))
         self.models = dict(models)
+        self.custom = getattr(session.backend, "refine_mask", None)  # a backend's own refinement
         self.t = ref
 
     def _blocked(self, cores, box, oid, q):
@@ -478,7 +479,9 @@ class _Pass:
             cores = _cores(warped, (h, w), self.params.core_margin)
             for oid, sm in self.state.items():
                 nxt = None
-                if warped[oid] is not None:
+                if warped[oid] is not None and self.custom is not None:
+                    nxt = _custom_refine(self.custom, t_new, image, warped[oid], oid, self.params)
+                elif warped[oid] is not None:
                     others = self._blocked(cores, warped[oid].box, oid, q)
                     nxt = refine_object(warped[oid], image, q, self.models.get(oid), self.params, others)
                 if nxt is not None and self.detect_splits:
@@ -498,6 +501,24 @@ class _Pass:
             self.state = new_state
         self.t = t_new
         return self.state
+
+
+def _custom_refine(refine: Callable, t: int, image: np.ndarray, warped: SoftMask, oid: int,
+                   params: MRGSParams) -> SoftMask | None:
+    """A backend's ``refine_mask(t, image, box, warped_prob, object_id)`` in place of the band
+    graph cut: the object's probability in the same box, or None when it is gone."""
+    prob = refine(t, image, warped.box, warped.prob, oid)
+    if prob is None:
+        return None
+    prob = np.asarray(prob, np.float32)
+    if prob.shape != warped.prob.shape:
+        raise ValueError(f"backend refine_mask returned shape {prob.shape} for a box of shape "
+                         f"{warped.prob.shape} (object {oid}, frame {t})")
+    inside = prob[prob > 0.5]
+    if inside.size < params.min_area:
+        return None
+    m = float(np.clip(inside.mean(), 0.5, 0.99))
+    return SoftMask(warped.box, prob, float(np.log(m / (1.0 - m)))).tight()
 
 
 def _claimed_by_others(part: SoftMask, warped: dict[int, SoftMask | None], oid: int) -> bool:
