@@ -341,20 +341,3 @@ def test_motion_on_a_large_grey_frame_goes_through_the_shrunk_path():
     motion[disc] = (3.0, 0.0, 3.0, -3.0, 0.0, 3.0)  # moves rigidly against a still background
     out = scribbles_to_mask(img, [Scribble(1, np.array([[200.0, 160.0], [200.0, 240.0]]))], motion=motion)
     assert ((out == 1) & disc).sum() / ((out == 1) | disc).sum() > 0.9
-
-
-def test_stroke_on_a_neighbour_it_was_merged_into_takes_its_nucleus_back():
-    h, w = 80, 120
-    yy, xx = np.mgrid[0:h, 0:w]
-    a = (yy - 40) ** 2 + (xx - 42) ** 2 <= 17**2
-    b = (yy - 40) ** 2 + (xx - 74) ** 2 <= 17**2  # touches a
-    rng = np.random.default_rng(0)
-    img = (0.1 + 0.6 * (a | b) + rng.normal(0, 0.02, (h, w))).astype(np.float32)[..., None]
-    prior = np.zeros((h, w), np.uint32)
-    prior[a] = 1
-    prior[b & (xx < 80)] = 1  # object 1 took most of nucleus b
-    prior[b & (xx >= 80)] = 2
-    strokes = [Scribble(1, np.array([[40.0, 32.0], [40.0, 50.0]])), Scribble(2, np.array([[40.0, 66.0], [40.0, 84.0]]))]
-    out = scribbles_to_mask(img, strokes, prior=prior, new_ids={2})
-    for k, m in ((1, a), (2, b)):
-        assert ((out == k) & m).sum() / ((out == k) | m).sum() > 0.85, k

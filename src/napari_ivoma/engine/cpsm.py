@@ -722,7 +722,7 @@ def _segment(
         if it == 0 and p.self_train and not fg.any():
             break
 
-    labels_roi = _assign(fg, crop(strokes), crop(prior), active, distrust)
+    labels_roi = _assign(fg, crop(strokes), crop(prior), active)
     out = np.zeros((h, w), np.uint32)
     out[roi] = labels_roi
     uf = np.full((h, w), _HARD, np.float32)
@@ -800,17 +800,12 @@ def _local_intensity_prob(
     return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
 
-def _assign(fg: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: list[int],
-            distrust: np.ndarray | None = None) -> np.ndarray:
+def _assign(fg: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: list[int]) -> np.ndarray:
     """Split the foreground among the active objects by a seeded watershed from their strokes
-    on the distance transform of the foreground.  Prior pixels seed their object too, except,
-    between several objects, near the new strokes (``distrust``): a stroke of object j on pixels
-    the prior gave to k says the prior is wrong there."""
+    on the distance transform of the foreground."""
     markers = np.zeros(fg.shape, np.int32)
     for k in active:
         pk = (prior == k) & fg & (strokes < 0)
-        if distrust is not None and len(active) > 1:
-            pk &= ~distrust
         if pk.any():
             pk = cv2.erode(pk.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
             markers[pk] = k
