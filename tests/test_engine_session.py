@@ -163,6 +163,8 @@ def test_undo_reverts_action_and_its_propagation(clip):
     s = Session(frames)
     s.set_labels(0, gt[0])
     s.propagate()
+    step = s.store.attrs["undo"][-1]
+    assert sorted(step["empty"]) == sorted(step["frames"]) == list(range(len(gt)))  # nothing to copy
     before = np.asarray(s.labels).copy()
     edited = gt[8].copy()
     edited[edited == 2] = 0

@@ -8,6 +8,7 @@ Layout (zarr v3 group)::
       computed_from/       (T, 4) int64: the references each frame was propagated from
                            (previous ref t, its revision, next ref t, its revision; -1 = none)
       undo/<n>/            per undo step: previous labels of the frames that step changed
+                           (frames that were empty are only listed, under "empty")
 
 Group attributes ``ivoma``::
 
@@ -15,7 +16,8 @@ Group attributes ``ivoma``::
     objects:    {"<id>": {"name", "colour", "parent"}}
     references: {"<t>": {"kind": "user" | "auto", "revision", "scribbles": [{"object_id", "points"}]}}
     revision:   global counter, bumped whenever a reference changes
-    undo:       [{"action", "t", "frames": [...], "state": {objects, references}}]   (oldest first)
+    undo:       [{"action", "t", "frames": [...], "empty": [...], "state": {objects, references}}]
+                (oldest first)
     provenance: {"engine_version", "params", "source", "fingerprint": {"shape", "dtype", "sampled_hash"}}
 """
 
@@ -252,10 +254,13 @@ class MaskStore:
         if int(t) in step["frames"]:
             return
         h, w = self.labels.shape[1:]
-        g = self._undo_group(step["id"])
         before = self.read(t) if previous is None else np.asarray(previous, dtype=LABEL_DTYPE)
-        g.create_array(str(int(t)), shape=(h, w), chunks=(h, w), dtype=LABEL_DTYPE, fill_value=0,
-                       compressors=_compressors(), overwrite=True)[...] = before
+        if before.any():
+            g = self._undo_group(step["id"])
+            g.create_array(str(int(t)), shape=(h, w), chunks=(h, w), dtype=LABEL_DTYPE, fill_value=0,
+                           compressors=_compressors(), overwrite=True)[...] = before
+        else:  # an empty frame (e.g. before the first propagation): nothing to copy
+            step.setdefault("empty", []).append(int(t))
         step["frames"].append(int(t))
         cf = np.asarray(self.computed_from[int(t)])
         step.setdefault("computed_from", {})[str(int(t))] = cf.tolist()
@@ -273,8 +278,12 @@ class MaskStore:
             raise RuntimeError("nothing to undo")
         step = self._attrs["undo"].pop()
         g = self._undo_group(step["id"])
+        empty = set(step.get("empty", []))
         for t in step["frames"]:
-            self.labels[int(t)] = np.asarray(g[str(t)])
+            if int(t) in empty:
+                self.labels[int(t)] = np.zeros(self.labels.shape[1:], LABEL_DTYPE)
+            else:
+                self.labels[int(t)] = np.asarray(g[str(t)])
             self.computed_from[int(t)] = np.asarray(step["computed_from"][str(t)], dtype=np.int64)
         self._attrs["objects"] = step["state"]["objects"]
         self._attrs["references"] = step["state"]["references"]
