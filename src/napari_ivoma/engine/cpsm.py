@@ -88,7 +88,8 @@ class CPSMParams:
         ``motion_moving`` px, spread of their motion vectors below ``motion_coherence`` times
         their mean: a car, a swan, not a dancer's limbs), pixels that stay still (below
         ``motion_static`` px) are background: samples, and this cost (nats) for being object.
-        0 = off.
+        0 = off.  DAVIS, 3 seeds: AUC 0.781 -> 0.789 (cost 1) -> 0.793 (cost 2), J&F r8 0.834
+        -> 0.837 -> 0.844.
     motion_moving, motion_static, motion_coherence : float
         See ``motion_veto``.
     n_trees : int
@@ -170,7 +171,7 @@ class CPSMParams:
     memory_weight: float = 0.5
     memory_samples: int = 4000
     n_trees: int = 16
-    motion_veto: float = 1.0
+    motion_veto: float = 2.0
     motion_moving: float = 1.5
     motion_static: float = 0.5
     motion_coherence: float = 0.35
