@@ -74,6 +74,8 @@ def run_demo(out: Path, clips: list[str], samples_root: Path | None = None,
                 raise FileExistsError(f"{store} exists and is not a mask store; move it away first")
             shutil.rmtree(store)  # the demo's own output of a previous run
         session = Session(seq.frames, store=store, source=f"napari-ivoma sample clip '{name}'")
+        for oid in seq.object_ids:  # the simulated user's ids, declared up front (see the benchmark)
+            session.name_object(int(oid), f"object {int(oid)}")
         n = len(seq.frames)
         print(f"[{name}] {n} frames, {seq.n_objects} objects")
         pred, res = None, {}
