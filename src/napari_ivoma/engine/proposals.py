@@ -247,7 +247,8 @@ def propose_objects(session, written: list[int], params,
     store = session.store
     if not written:
         return []
-    user_refs = [t for t, r in store.references.items() if r["kind"] == "user"]
+    user_refs = sorted(t for t, r in store.references.items() if r["kind"] == "user")
+    user_set = set(user_refs)
     model = _model_for(session, user_refs, params)
     if model is None:
         return []
@@ -263,14 +264,14 @@ def propose_objects(session, written: list[int], params,
             return []
         labels = store.read(t)
         found = _existing_proposals(t, labels, proposal_ids)
-        if t in written_set or t in user_refs or not found:
+        if t in written_set or t in user_set or not found:
             found += unclaimed_blobs(t, session.image(t), labels, model)
         per_frame.append(found)
     tracks = link_blobs(per_frame, params.proposal_overlap)
     new_ids = []
     reused: set[int] = set()
     for track in tracks:
-        to_write = [b for b in track if b.t in written_set and b.proposal == 0 and b.t not in user_refs]
+        to_write = [b for b in track if b.t in written_set and b.proposal == 0 and b.t not in user_set]
         if not to_write:
             reused.update(b.proposal for b in track if b.proposal)
             continue

@@ -365,16 +365,10 @@ class Session:
         open_ids = set(self.proposals)
         if not open_ids:
             return {}
-        h, w = prior.shape
         claims: dict[int, tuple] = {}
         for s in strokes:
-            pts = np.rint(s.points).astype(int)
-            pts = pts[(pts[:, 0] >= 0) & (pts[:, 0] < h) & (pts[:, 1] >= 0) & (pts[:, 1] < w)]
-            if not len(pts):
-                continue
-            ids, counts = np.unique(prior[pts[:, 0], pts[:, 1]], return_counts=True)
-            j = int(ids[np.argmax(counts)])
-            if j in open_ids and j not in claims and j != s.object_id and counts.max() >= 0.5 * len(pts):
+            j = _object_under(prior, s)
+            if j in open_ids and j not in claims and j != s.object_id:
                 rows = np.flatnonzero((prior == j).any(axis=1))
                 cols = np.flatnonzero((prior == j).any(axis=0))
                 box = [int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1]
@@ -416,6 +410,17 @@ class Session:
         self.store.flush_attrs()
 
 
+def _object_under(labels: np.ndarray, stroke: Scribble) -> int | None:
+    """The label under most (at least half) of a stroke's points, or None."""
+    h, w = labels.shape
+    pts = np.rint(stroke.points).astype(int)
+    pts = pts[(pts[:, 0] >= 0) & (pts[:, 0] < h) & (pts[:, 1] >= 0) & (pts[:, 1] < w)]
+    if not len(pts):
+        return None
+    ids, counts = np.unique(labels[pts[:, 0], pts[:, 1]], return_counts=True)
+    return int(ids[np.argmax(counts)]) if counts.max() >= 0.5 * len(pts) else None
+
+
 def _rename_stroked_objects(prior: np.ndarray, strokes: Sequence[Scribble]) -> np.ndarray:
     """A stroke of a new id drawn inside an existing object renames that object.
 
@@ -426,18 +431,13 @@ def _rename_stroked_objects(prior: np.ndarray, strokes: Sequence[Scribble]) -> n
     """
     present = set(np.unique(prior).tolist())
     named = {s.object_id for s in strokes}
-    h, w = prior.shape
     out = prior
     for s in strokes:
         k = s.object_id
         if k == 0 or k in present:
             continue
-        pts = np.rint(s.points).astype(int)
-        pts = pts[(pts[:, 0] >= 0) & (pts[:, 0] < h) & (pts[:, 1] >= 0) & (pts[:, 1] < w)]
-        under = prior[pts[:, 0], pts[:, 1]]
-        ids, counts = np.unique(under, return_counts=True)
-        j = int(ids[np.argmax(counts)])
-        if j == 0 or j in named or counts.max() < 0.5 * len(under):
+        j = _object_under(prior, s)
+        if j is None or j == 0 or j in named:
             continue
         if out is prior:
             out = prior.copy()
