@@ -410,3 +410,53 @@ def test_still_lookalike_next_to_a_moving_object_is_left_out():
     (j_on, leak_on), (j_off, leak_off) = results[1.0], results[0.0]
     assert leak_on < 0.7 * leak_off, results  # the motion says the block is not the disc
     assert j_on > j_off + 0.05, results
+
+
+def test_prepared_frame_gives_the_same_mask_and_is_reused(clip):
+    """Session.prepare (called by the GUI when a frame is shown) precomputes the frame's
+    features and motion; the mask is the same as without it, and later rounds reuse it."""
+    frames, gt = clip
+    scr = [_disk_scribble(gt[5], 1), _disk_scribble(gt[5], 2)]
+    plain = Session(frames).add_scribbles(5, scr)
+    s = Session(frames)
+    for t in (1, 2, 3, 4, 5):  # the user scrolls to frame 5: earlier requests may be dropped
+        s.prepare(t)
+    s.prepare(5, wait=True)
+    calls = []
+    real = s.backend.prepare
+    s.backend.prepare = lambda image: calls.append(1) or real(image)
+    lab = s.add_scribbles(5, scr)
+    np.testing.assert_array_equal(lab, plain)
+    assert calls == []  # frame 5 was ready: nothing computed again
+    # a correction on the same frame reuses it too
+    s.add_scribbles(5, [Scribble(0, np.array([[2.0, 2.0], [2.0, 30.0]]))])
+    assert calls == []
+    assert len(s._prepared) <= s._prepared_cache_size
+    with pytest.raises(IndexError, match="out of range"):
+        s.prepare(len(frames))
+    s.close()
+
+
+def test_prepared_frame_must_fit_the_image():
+    from napari_ivoma.engine.cpsm import prepare_frame, scribbles_to_mask
+
+    img = np.random.default_rng(0).random((40, 50, 3)).astype(np.float32)
+    prep = prepare_frame(img[:30])
+    with pytest.raises(ValueError, match="does not fit"):
+        scribbles_to_mask(img, [Scribble(1, np.array([[20.0, 20.0], [20.0, 30.0]]))], prepared=prep)
+
+
+def test_memory_pool_samples_the_same_from_prepared_features():
+    from napari_ivoma.engine.appearance import MemoryPool
+    from napari_ivoma.engine.cpsm import prepare_frame
+
+    rng = np.random.default_rng(0)
+    img = rng.random((60, 70, 3)).astype(np.float32)
+    lab = np.zeros((60, 70), np.uint32)
+    lab[10:30, 10:40] = 1
+    a, b = MemoryPool(), MemoryPool()
+    a.add(0, img, lab)
+    b.add(0, img, lab, prepared=prepare_frame(img))
+    (xa, ya), (xb, yb) = a.samples(), b.samples()
+    np.testing.assert_array_equal(ya, yb)
+    np.testing.assert_allclose(xa, xb, atol=1e-6)  # OpenCV's SIMD rounding depends on alignment

@@ -153,6 +153,13 @@ class AnnotatorWidget(Container):
         events = self.viewer.layers.events
         events.inserted.connect(self._reset_image_choices)
         events.removed.connect(self._on_layer_removed)
+        self.viewer.dims.events.current_step.connect(self._on_frame_shown)
+
+    def _on_frame_shown(self, event=None) -> None:
+        """Prepare the shown frame for scribbles in the background (features, motion), so
+        that the strokes drawn on it turn into a mask sooner."""
+        if self.session is not None and not self._busy:
+            self.session.prepare(self.current_frame())
 
     def _bind_keys(self) -> None:
         bindings: dict[str, Callable[[], Any]] = {
@@ -244,6 +251,7 @@ class AnnotatorWidget(Container):
         verb = "resumed" if n_refs else "started"
         self._set_status(f"session {verb}: {session.n_frames} frames, {n_refs} reference(s)")
         self._update_info()
+        self._on_frame_shown()
         return session
 
     def scribbles_to_mask(self, t: int | None = None, block: bool = True):

@@ -4,7 +4,9 @@ Round 1 scribbles every object on the frame chosen from an empty prediction;
 rounds 2..R scribble corrections on the frame with the worst J of the current
 prediction.  Every round calls the engine the way a user does::
 
-    labels_t = session.add_scribbles(t, scribbles)   # CPSM, timed
+    session.prepare(t, wait=True)                     # the user looks at frame t (the GUI
+                                                      # prepares it while they draw), timed
+    labels_t = session.add_scribbles(t, scribbles)   # CPSM, timed: the latency after a stroke
     masks = session.propagate()                       # MRGS, timed
 
 and is scored on the whole sequence (J, F, J&F; SEG for instance labels).  A
@@ -159,6 +161,10 @@ def run_sequence(
         before = np.zeros(seq.masks.shape[1:], np.uint32) if pred is None else pred[t]
         j_before = frame_j(seq.masks[t], before, seq.n_objects)
         tic = time.perf_counter()
+        if hasattr(session, "prepare"):  # what the GUI does while the user draws
+            session.prepare(t, wait=True)
+        prepare_s = time.perf_counter() - tic
+        tic = time.perf_counter()
         labels_t = np.asarray(session.add_scribbles(t, scribbles))
         cpsm_s = time.perf_counter() - tic
         j_scribbled = frame_j(seq.masks[t], labels_t, seq.n_objects)
@@ -181,6 +187,7 @@ def run_sequence(
             "scribbled_frame_J_after_scribbles": j_scribbled,
             "scribbled_frame_J_after_propagation": frame_j(seq.masks[t], pred[t], seq.n_objects),
             "scribbled_frame_worse": bool(j_scribbled < j_before - 1e-9),
+            "prepare_seconds": prepare_s,
             "cpsm_seconds": cpsm_s,
             "propagation_seconds": prop_s,
             "propagation_fps": t_count / prop_s if prop_s > 0 else None,
@@ -224,6 +231,7 @@ _ROUND_ONLY = {
     "scribbled_frame_J_after_scribbles",
     "scribbled_frame_J_after_propagation",
     "scribbled_frame_worse",
+    "prepare_seconds",
     "cpsm_seconds",
     "propagation_seconds",
     "propagation_fps",
@@ -236,6 +244,7 @@ def summarize(result: dict) -> dict:
     done = [r for r in recs if not r["skipped"]]
     jf = [r["JF"] for r in recs]
     cpsm = [r["cpsm_seconds"] for r in done]
+    prep = [r.get("prepare_seconds", 0.0) for r in done]
     prop = [r["propagation_seconds"] for r in done]
     mean_prop = float(np.mean(prop)) if prop else None
     last = recs[-1]
@@ -254,6 +263,9 @@ def summarize(result: dict) -> dict:
         "seconds_per_round_cpsm": float(np.mean(cpsm)) if cpsm else None,
         "seconds_per_round_propagation": mean_prop,
         "cpsm_latency_per_frame": float(np.mean(cpsm)) if cpsm else None,
+        "cpsm_latency_round1": cpsm[0] if cpsm else None,
+        "cpsm_latency_corrections": float(np.mean(cpsm[1:])) if len(cpsm) > 1 else None,
+        "seconds_per_round_prepare": float(np.mean(prep)) if prep else None,
         "propagation_fps": result["frames"] / mean_prop if mean_prop else None,
         "peak_rss_mb": max(r["peak_rss_mb"] for r in recs),
     }

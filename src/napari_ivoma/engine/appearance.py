@@ -101,7 +101,7 @@ def pixel_features(image: np.ndarray) -> np.ndarray:
         sm = _blur(light, s)
         gx = cv2.Sobel(sm, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
         gy = cv2.Sobel(sm, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
-        out[..., j] = cv2.magnitude(gx, gy) * (4.0 * s)
+        out[..., j] = np.sqrt(gx * gx + gy * gy) * (4.0 * s)  # not cv2.magnitude: its rounding depends on alignment
         j += 1
     for s in LOG_SIGMAS:
         sm = _blur(light, s)
@@ -159,7 +159,14 @@ class PixelClassifier:
         for c in (0.0, 1.0):  # balance: each class gets half of the total weight
             sel = y == c
             w[sel] *= 0.5 / max(float(w[sel].sum()), 1e-12)
-        rng = np.random.default_rng(self.seed)
+        self._feat, self._thr, self._leaf = self._grow(x, y, w, np.random.default_rng(self.seed))
+        self._nf = x.shape[1]
+        return self
+
+    def _grow(self, x: np.ndarray, y: np.ndarray, w: np.ndarray,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All trees grown level by level at once (row = (tree, sample)): split features,
+        thresholds and leaf probabilities."""
         n, f = x.shape
         t_n, depth = self.n_trees, self.max_depth
         k_try = self.n_try or max(1, int(round(np.sqrt(f))))
@@ -167,33 +174,52 @@ class PixelClassifier:
         feat = np.zeros((t_n, n_nodes), np.int32)
         thr = np.full((t_n, n_nodes), np.inf, np.float32)
         flat_x = x.ravel()
-        # all trees at once: row r = (tree, sample)
-        samp = np.tile(np.arange(n), t_n)
-        tree = np.repeat(np.arange(t_n), n)
+        # small integer types keep the gathers and the (radix) sorts fast
+        itype = np.int32 if n * f < 2**31 and t_n * n < 2**31 and t_n * 2**depth < 2**30 else np.int64
+        ktype = np.uint16 if t_n * 2 ** max(depth - 1, 0) <= np.iinfo(np.uint16).max else itype
+        samp_f = np.tile(np.arange(n, dtype=itype) * f, t_n)  # offset of each row's features
         ww = np.tile(w, t_n)
         wy = np.tile(w * y, t_n)
-        node = np.zeros(t_n * n, np.int64)  # node index within the level
+        key = np.repeat(np.arange(t_n, dtype=itype), n)  # group = (tree, node within the level)
+        # rows of nodes that can never split again (too small or pure) leave the arrays; their
+        # weight goes straight to the leaf they end in (leaves pass samples to the left child)
+        end_tot = np.zeros(t_n * 2**depth)
+        end_pos = np.zeros(t_n * 2**depth)
         for d in range(depth):
             n_lvl = 2**d
-            key = tree * n_lvl + node
             n_grp = t_n * n_lvl
             cnt = np.bincount(key, minlength=n_grp)
             tot = np.bincount(key, ww, minlength=n_grp)
             pos = np.bincount(key, wy, minlength=n_grp)
-            order = np.argsort(key, kind="stable")
+            final = (cnt < 2 * self.min_leaf) | (pos <= 0) | (pos >= tot)
+            drop = final[key]
+            if drop.mean() > 0.1:
+                shift = depth - d
+                np.add.at(end_tot, np.flatnonzero(final) << shift, tot[final])
+                np.add.at(end_pos, np.flatnonzero(final) << shift, pos[final])
+                keep = ~drop
+                key, samp_f, ww, wy = key[keep], samp_f[keep], ww[keep], wy[keep]
+                cnt[final], tot[final], pos[final] = 0, 0.0, 0.0
+            order = np.argsort(key.astype(ktype, copy=False), kind="stable").astype(itype, copy=False)
             start = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+            last = max(len(order) - 1, 0)
+            key2 = 2 * key
             best_score = np.full(n_grp, np.inf)
             best_f = np.zeros(n_grp, np.int32)
             best_t = np.full(n_grp, np.inf, np.float32)
             for _ in range(k_try):
                 fs = rng.integers(0, f, n_grp)
-                a = samp[order[np.minimum(start + (rng.random(n_grp) * cnt).astype(np.int64), len(order) - 1)]]
-                b = samp[order[np.minimum(start + (rng.random(n_grp) * cnt).astype(np.int64), len(order) - 1)]]
-                u = rng.random(n_grp)
-                ts = (flat_x[a * f + fs] * u + flat_x[b * f + fs] * (1 - u)).astype(np.float32)
-                left = flat_x[samp * f + fs[key]] <= ts[key]
-                wl = np.bincount(key, ww * left, minlength=n_grp)
-                pl = np.bincount(key, wy * left, minlength=n_grp)
+                ra, rb, u = rng.random(n_grp), rng.random(n_grp), rng.random(n_grp)
+                if len(order):
+                    a = samp_f[order[np.minimum(start + (ra * cnt).astype(np.int64), last)]]
+                    b = samp_f[order[np.minimum(start + (rb * cnt).astype(np.int64), last)]]
+                    ts = (flat_x[a + fs] * u + flat_x[b + fs] * (1 - u)).astype(np.float32)
+                else:
+                    ts = np.zeros(n_grp, np.float32)
+                left = flat_x[samp_f + fs.astype(itype)[key]] <= ts[key]
+                k2 = key2 + left
+                wl = np.bincount(k2, ww, minlength=2 * n_grp)[1::2]
+                pl = np.bincount(k2, wy, minlength=2 * n_grp)[1::2]
                 wr, pr = tot - wl, pos - pl
                 with np.errstate(invalid="ignore", divide="ignore"):
                     score = pl * (wl - pl) / wl + pr * (wr - pr) / wr  # weighted Gini / 2
@@ -208,16 +234,14 @@ class PixelClassifier:
             base = n_lvl - 1
             feat[:, base : base + n_lvl] = best_f.reshape(t_n, n_lvl)
             thr[:, base : base + n_lvl] = best_t.reshape(t_n, n_lvl)
-            right = flat_x[samp * f + best_f[key]] > best_t[key]
-            node = 2 * node + right
+            right = flat_x[samp_f + best_f.astype(itype)[key]] > best_t[key]
+            key = key2 + right  # tree * 2 n_lvl + 2 node + right: the next level's group
         n_lvl = 2**depth
-        key = tree * n_lvl + node
-        tot = np.bincount(key, ww, minlength=t_n * n_lvl)
-        pos = np.bincount(key, wy, minlength=t_n * n_lvl)
+        end_tot += np.bincount(key, ww, minlength=t_n * n_lvl)
+        end_pos += np.bincount(key, wy, minlength=t_n * n_lvl)
         prior_w = 0.5 / max(n, 1)  # a little smoothing toward 0.5
-        self._leaf = ((pos + 0.5 * prior_w) / (tot + prior_w)).astype(np.float32).reshape(t_n, n_lvl)
-        self._feat, self._thr, self._nf = feat, thr, f
-        return self
+        leaf_p = ((end_pos + 0.5 * prior_w) / (end_tot + prior_w)).astype(np.float32).reshape(t_n, n_lvl)
+        return feat, thr, leaf_p
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Probability of class 1 for features ``x`` (..., F); same leading shape out."""
@@ -226,16 +250,26 @@ class PixelClassifier:
         shape = x.shape[:-1]
         flat = np.ascontiguousarray(x, np.float32).reshape(-1)
         m = len(flat) // self._nf
-        rowbase = np.arange(m, dtype=np.int64) * self._nf
-        out = np.zeros(m, np.float32)
-        depth = self.max_depth
-        for t in range(self.n_trees):
-            idx = np.zeros(m, np.int64)  # global node index
-            for _ in range(depth):
-                go = np.take(flat, rowbase + self._feat[t, idx]) > self._thr[t, idx]
-                idx = 2 * idx + 1 + go
-            out += self._leaf[t, idx - (2**depth - 1)]
-        return (out / self.n_trees).reshape(shape)
+        out = np.empty(m, np.float32)
+        step = 1 << 15
+        self._predict_rows(flat, out, [(c, min(m, c + step)) for c in range(0, m, step)])
+        return out.reshape(shape)
+
+    def _predict_rows(self, flat: np.ndarray, out: np.ndarray, chunks: list[tuple[int, int]]) -> None:
+        """Fill ``out[c0:c1]`` for each chunk (small chunks keep the gathers in cache)."""
+        nf, depth = self._nf, self.max_depth
+        first = 2**depth - 1
+        for c0, c1 in chunks:
+            rowbase = np.arange(c0, c1, dtype=np.int32) * nf if c1 * nf < 2**31 else np.arange(c0, c1) * nf
+            acc = np.zeros(c1 - c0, np.float32)
+            for t in range(self.n_trees):
+                ft, tt = self._feat[t], self._thr[t]
+                idx = np.zeros(c1 - c0, np.int32)
+                for _ in range(depth):
+                    go = flat[rowbase + ft[idx]] > tt[idx]
+                    idx = 2 * idx + 1 + go
+                acc += self._leaf[t][idx - first]
+            out[c0:c1] = acc / self.n_trees
 
 
 # --------------------------------------------------------------------------- memory pool
@@ -273,11 +307,12 @@ class MemoryPool:
     _frames: dict[int, _FrameSamples | Future] = field(default_factory=dict, repr=False)
     _worker: ThreadPoolExecutor | None = field(default=None, init=False, repr=False, compare=False)
 
-    def add(self, t: int, image: np.ndarray, labels: np.ndarray) -> None:
+    def add(self, t: int, image: np.ndarray, labels: np.ndarray, prepared: object | None = None) -> None:
         """Store samples of confirmed frame ``t``; re-adding ``t`` replaces it.
 
         The features are computed in a background thread (the caller returns at once; the
-        next use of the pool waits for them)."""
+        next use of the pool waits for them), or taken from ``prepared.features`` when that
+        holds :func:`pixel_features` of ``image`` at full resolution (CPSM's prepared frame)."""
         img = _check_image(image)
         lab = np.asarray(labels)
         if lab.shape != img.shape[:2]:
@@ -286,7 +321,11 @@ class MemoryPool:
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="ivoma-memory")
         lab = lab.astype(np.uint32, copy=True)  # the caller may change its array afterwards
         self._frames.pop(int(t), None)
-        self._frames[int(t)] = self._worker.submit(self._sample_frame, img.copy(), lab, int(t))
+        feats = getattr(prepared, "features", None)
+        if feats is not None and feats.shape[:2] == img.shape[:2]:
+            self._frames[int(t)] = self._worker.submit(self._sample, feats, lab, int(t))
+        else:
+            self._frames[int(t)] = self._worker.submit(self._sample_frame, img.copy(), lab, int(t))
         while len(self._frames) > self.max_frames:
             self._frames.pop(next(iter(self._frames)))
 

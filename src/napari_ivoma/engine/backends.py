@@ -42,6 +42,13 @@ class Backend(Protocol):
         """Parameters, for provenance."""
 
     # Optional: a backend with a method
+    #     prepare(image) -> object
+    # does the per-frame work of scribbles_to_mask that does not depend on the strokes (an
+    # image embedding, pixel features); the engine calls it ahead (Session.prepare, when the
+    # user shows a frame) and passes the result back as scribbles_to_mask(..., prepared=...)
+    # and, when it takes one, memory.add(..., prepared=...).
+    #
+    # Optional: a backend with a method
     #     refine_mask(t, image, box, warped, object_id) -> (h, w) probability or None
     # replaces propagation's fine segmentation: ``warped`` is the object's probability carried
     # to frame ``t`` by optical flow inside ``box`` = (r0, r1, c0, c1) of the (H, W, C) float
@@ -72,11 +79,17 @@ class ClassicalBackend:
 
         return MemoryPool()
 
-    def scribbles_to_mask(self, image, scribbles, prior, new_ids, memory, motion=None):
+    def prepare(self, image):
+        """The per-frame work of ``scribbles_to_mask`` that does not depend on the strokes."""
+        from .cpsm import prepare_frame
+
+        return prepare_frame(image, self.cpsm_params)
+
+    def scribbles_to_mask(self, image, scribbles, prior, new_ids, memory, motion=None, prepared=None):
         from .cpsm import scribbles_to_mask
 
         return scribbles_to_mask(image, scribbles, prior=prior, new_ids=new_ids, memory=memory,
-                                 params=self.cpsm_params, motion=motion)
+                                 params=self.cpsm_params, motion=motion, prepared=prepared)
 
     def params_dict(self) -> dict:
         return {"cpsm": asdict(self.cpsm_params), "mrgs": asdict(self.mrgs_params)}

@@ -37,7 +37,7 @@ from .appearance import MemoryPool, PixelClassifier, _check_image, base_channels
 from .graphcut import cut
 from .scribbles import NO_LABEL, Scribble, clip_scribble, control_points, rasterize_scribbles
 
-__all__ = ["CPSMParams", "scribbles_to_mask", "rasterize_control_points"]
+__all__ = ["CPSMParams", "PreparedFrame", "prepare_frame", "scribbles_to_mask", "rasterize_control_points"]
 
 _HARD = 1e6
 
@@ -304,6 +304,53 @@ def _validate(image, scribbles, prior):
     return img, out, pr
 
 
+@dataclass
+class PreparedFrame:
+    """The work of :func:`scribbles_to_mask` on one frame that does not depend on the strokes
+    (made by :func:`prepare_frame`; reusable for every round of scribbles on that frame).
+
+    Attributes
+    ----------
+    shape : (int, int)
+        Shape of the frame.
+    scale : float
+        The frame is segmented shrunk by this factor (1.0 = at full resolution).
+    features : (h, w, F) float32
+        :func:`~napari_ivoma.engine.appearance.pixel_features` of the frame at that scale.
+    """
+
+    shape: tuple[int, int]
+    scale: float
+    features: np.ndarray
+
+
+def _work_scale(shape: tuple[int, int], channels: int, p: CPSMParams) -> float:
+    """Factor by which a frame is shrunk for segmentation (1.0 = full resolution)."""
+    scale = float(np.sqrt(shape[0] * shape[1] / (p.max_pixels_grey if channels == 1 else p.max_pixels)))
+    return scale if scale > 1.25 else 1.0
+
+
+def _shrink(img: np.ndarray, scale: float) -> np.ndarray:
+    h, w = img.shape[:2]
+    hs, ws = max(2, int(round(h / scale))), max(2, int(round(w / scale)))
+    return cv2.resize(img, (ws, hs), interpolation=cv2.INTER_AREA).reshape(hs, ws, -1)
+
+
+def prepare_frame(image: np.ndarray, params: CPSMParams | None = None) -> PreparedFrame:
+    """Precompute the stroke-independent part of :func:`scribbles_to_mask` for one frame.
+
+    The pixel features of the whole frame take ~0.1 s at 480p; an interface computes them
+    while the user looks at the frame and draws (as SAM-style tools precompute an image
+    embedding), and every round of scribbles on that frame reuses them.  The result is the
+    same with or without preparing.
+    """
+    p = params or CPSMParams()
+    img = _check_image(image)
+    scale = _work_scale(img.shape[:2], img.shape[2], p)
+    work = img if scale == 1.0 else _shrink(img, scale)
+    return PreparedFrame((img.shape[0], img.shape[1]), scale, pixel_features(work))
+
+
 def scribbles_to_mask(
     image: np.ndarray,
     scribbles: list[Scribble],
@@ -312,6 +359,7 @@ def scribbles_to_mask(
     memory: MemoryPool | None = None,
     params: CPSMParams | None = None,
     motion: np.ndarray | None = None,
+    prepared: PreparedFrame | None = None,
 ) -> np.ndarray:
     """Turn the scribbles of one frame into a multi-object mask.
 
@@ -332,6 +380,8 @@ def scribbles_to_mask(
     motion : (H, W, 3 K) float32 or None
         The frame's own motion (:func:`~napari_ivoma.engine.motion.motion_features`: residual
         dx, dy, magnitude to K neighbouring frames); see ``motion_veto``.
+    prepared : PreparedFrame or None
+        :func:`prepare_frame` of this image with the same ``params`` (computed here when None).
 
     Returns
     -------
@@ -362,12 +412,17 @@ def scribbles_to_mask(
     out = prior.copy()
     if active:
         fixed = (prior > 0) & ~np.isin(prior, list(active))
-        scale = np.sqrt(h * w / (p.max_pixels_grey if img.shape[2] == 1 else p.max_pixels))
-        if scale > 1.25:
-            labels = _segment_coarse(img, scribbles, strokes, prior, fixed, sorted(active), memory, p, new, scale,
-                                     motion)
+        if prepared is None:
+            prepared = prepare_frame(img, p)
+        elif prepared.shape != (h, w) or prepared.scale != _work_scale((h, w), img.shape[2], p):
+            raise ValueError(f"prepared frame of shape {prepared.shape} (scale {prepared.scale:g}) does not fit "
+                             f"this {h}x{w} image and these parameters; call prepare_frame(image, params)")
+        if prepared.scale > 1.0:
+            labels = _segment_coarse(img, scribbles, strokes, prior, fixed, sorted(active), memory, p, new,
+                                     prepared, motion)
         else:
-            labels = _segment(img, strokes, prior, fixed, sorted(active), memory, p, new_raster >= 0, motion)[0]
+            labels = _segment(img, strokes, prior, fixed, sorted(active), memory, p, new_raster >= 0,
+                              prepared.features, motion)[0]
         out[~fixed] = 0
         out[~fixed & (labels > 0)] = labels[~fixed & (labels > 0)]
         if prior.any() and p.local_only:
@@ -387,15 +442,16 @@ def _segment_coarse(
     memory: MemoryPool | None,
     p: CPSMParams,
     new: set[int],
-    scale: float,
+    prepared: PreparedFrame,
     motion: np.ndarray | None = None,
 ) -> np.ndarray:
     """:func:`_segment` on a frame shrunk by ``scale``, then a full-resolution graph cut in a
     band around the upsampled outline (the band's unary terms are the upsampled coarse ones)."""
     h, w = img.shape[:2]
-    hs, ws = max(2, int(round(h / scale))), max(2, int(round(w / scale)))
+    scale = prepared.scale
+    small = _shrink(img, scale)
+    hs, ws = small.shape[:2]
     sy, sx = hs / h, ws / w
-    small = cv2.resize(img, (ws, hs), interpolation=cv2.INTER_AREA).reshape(hs, ws, -1)
     f = np.array([sy, sx])
     sscr = [Scribble(s.object_id, (s.points + 0.5) * f - 0.5) for s in scribbles]
     sstrokes = rasterize_scribbles(sscr, (hs, ws), 1)
@@ -408,7 +464,8 @@ def _segment_coarse(
         smotion = np.concatenate([cv2.resize(np.ascontiguousarray(motion[..., k:k + 3]), (ws, hs),
                                              interpolation=cv2.INTER_AREA).reshape(hs, ws, -1)
                                   for k in range(0, motion.shape[2], 3)], axis=2)
-    lab_s, uf_s, ub_s = _segment(small, sstrokes, sprior, sfixed, active, memory, sp, snew, smotion)
+    lab_s, uf_s, ub_s = _segment(small, sstrokes, sprior, sfixed, active, memory, sp, snew, prepared.features,
+                                 smotion)
     lab = cv2.resize(lab_s, (w, h), interpolation=cv2.INTER_NEAREST)
     fg = lab > 0
     if not fg.any():
@@ -540,9 +597,11 @@ def _segment(
     memory: MemoryPool | None,
     p: CPSMParams,
     new_mask: np.ndarray,
+    features: np.ndarray,
     motion: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Labels of the active objects (0 elsewhere) for one frame."""
+    """Labels of the active objects (0 elsewhere) for one frame (``features``: pixel features
+    of the whole frame)."""
     h, w = img.shape[:2]
     rng = np.random.default_rng(p.seed)
     base = base_channels(img)
@@ -577,11 +636,8 @@ def _segment(
     m = 8
     r0, r1 = max(0, rr.min() - m), min(h, rr.max() + m + 1)
     c0, c1 = max(0, cc.min() - m), min(w, cc.max() + m + 1)
-    fm = 24  # feature context margin
-    fr0, fr1, fc0, fc1 = max(0, r0 - fm), min(h, r1 + fm), max(0, c0 - fm), min(w, c1 + fm)
-    feats_full = pixel_features(img[fr0:fr1, fc0:fc1])
     roi = (slice(r0, r1), slice(c0, c1))
-    feats = feats_full[r0 - fr0 : r1 - fr0, c0 - fc0 : c1 - fc0]
+    feats = features[roi]
     nf = feats.shape[-1]
     flat = feats.reshape(-1, nf)
 

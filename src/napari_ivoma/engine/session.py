@@ -11,6 +11,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -79,6 +80,9 @@ class Session:
         self._lock = threading.RLock()  # one action at a time
         self._image_lock = threading.Lock()  # the frame cache (read by propagation threads)
         self._id_lock = threading.Lock()  # new object ids (allocated by propagation threads)
+        self._prepared: OrderedDict[int, Future] = OrderedDict()  # per-frame work, see prepare()
+        self._prep_lock = threading.Lock()
+        self._prep_worker: ThreadPoolExecutor | None = None
         self.memory = self.backend.new_memory()
         for t in self.user_references:
             self.memory.add(t, self.image(t), self.store.read(t))
@@ -185,6 +189,62 @@ class Session:
         flows = self._flow_cache()
         return motion_features([flows.flow(t, u) for u in nbrs])
 
+    # ------------------------------------------------------------------ frame preparation
+    def prepare(self, t: int, wait: bool = False) -> None:
+        """Precompute, in a background thread, the work scribbles on frame ``t`` need that does
+        not depend on the strokes: the decoded frame, its motion and the backend's per-frame
+        features (``backend.prepare(image)``, when it has one).
+
+        An interface calls this when the user shows a frame: drawing a stroke takes seconds,
+        and the strokes are then answered sooner (a SAM-style tool computes its image
+        embedding the same way).  Results are the same with or without it.  A request not yet
+        started is dropped when a newer one comes, so scrolling through a video does not
+        queue work; the last few frames stay prepared.  ``wait=True`` blocks until ``t`` is
+        ready.
+        """
+        t = self._check_t(t)
+        with self._prep_lock:
+            fut = self._prepared.get(t)
+            if fut is None or fut.cancelled():
+                for u, other in list(self._prepared.items()):
+                    if other.cancel():  # not started yet: a newer frame is wanted
+                        del self._prepared[u]
+                if self._prep_worker is None:
+                    self._prep_worker = ThreadPoolExecutor(1, thread_name_prefix="ivoma-prepare")
+                fut = self._prep_worker.submit(self._compute_prepared, t)
+                self._prepared[t] = fut
+            self._prepared.move_to_end(t)
+            while len(self._prepared) > self._prepared_cache_size:
+                self._prepared.popitem(last=False)
+        if wait:
+            fut.result()
+
+    _prepared_cache_size = 3
+
+    def _compute_prepared(self, t: int) -> tuple[Any, np.ndarray | None]:
+        image = self.image(t)
+        motion = self._motion(t) if self._backend_takes("motion") else None
+        prep = getattr(self.backend, "prepare", None)
+        return (prep(image) if callable(prep) else None), motion
+
+    def _prepared_frame(self, t: int) -> tuple[Any, np.ndarray | None]:
+        """(backend's prepared frame, motion) of frame ``t``: from :meth:`prepare` (waiting for
+        it when under way) or computed now."""
+        with self._prep_lock:
+            fut = self._prepared.get(t)
+        if fut is not None and not fut.cancelled():
+            return fut.result()
+        done: Future = Future()
+        done.set_result(self._compute_prepared(t))
+        with self._prep_lock:
+            self._prepared[t] = done
+            while len(self._prepared) > self._prepared_cache_size:
+                self._prepared.popitem(last=False)
+        return done.result()
+
+    def _backend_takes(self, keyword: str) -> bool:
+        return keyword in inspect.signature(self.backend.scribbles_to_mask).parameters
+
     def _check_t(self, t: Any) -> int:
         if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
             raise TypeError(f"frame index must be an integer, got {t!r}")
@@ -233,9 +293,12 @@ class Session:
                 prior = np.where(prior == pid, k, prior).astype(LABEL_DTYPE)
             if has_prior:
                 prior = _rename_stroked_objects(prior, clipped)
+            prepared, motion = self._prepared_frame(t)
             extra = {}
-            if "motion" in inspect.signature(self.backend.scribbles_to_mask).parameters:
-                extra["motion"] = self._motion(t)
+            if self._backend_takes("motion"):
+                extra["motion"] = motion
+            if prepared is not None and self._backend_takes("prepared"):
+                extra["prepared"] = prepared
             labels = self.backend.scribbles_to_mask(
                 image, everything, prior if has_prior else None, new_ids, self.memory, **extra
             ).astype(LABEL_DTYPE, copy=False)
@@ -246,7 +309,10 @@ class Session:
                 self.store.ensure_object(int(oid))
             self.store.set_reference(t, "user", [s.to_dict() for s in everything])
             self.store.flush_attrs()
-            self.memory.add(t, image, labels)
+            if prepared is not None and "prepared" in inspect.signature(self.memory.add).parameters:
+                self.memory.add(t, image, labels, prepared=prepared)
+            else:
+                self.memory.add(t, image, labels)
         return labels
 
     def set_labels(self, t: int, labels: np.ndarray, previous: np.ndarray | None = None) -> None:
@@ -399,7 +465,14 @@ class Session:
                     named["parent"] = gone.get("parent")
 
     def close(self) -> None:
-        """Write pending attributes; the session's arrays stay readable."""
+        """Write pending attributes and drop prepared frames; the session's arrays stay readable."""
+        with self._prep_lock:
+            for fut in self._prepared.values():
+                fut.cancel()
+            self._prepared.clear()
+            worker, self._prep_worker = self._prep_worker, None
+        if worker is not None:
+            worker.shutdown(wait=False)
         with self._lock:
             self.store.flush_attrs()
 
