@@ -460,3 +460,11 @@ def test_memory_pool_samples_the_same_from_prepared_features():
     (xa, ya), (xb, yb) = a.samples(), b.samples()
     np.testing.assert_array_equal(ya, yb)
     np.testing.assert_allclose(xa, xb, atol=1e-6)  # OpenCV's SIMD rounding depends on alignment
+
+
+def test_motion_is_not_computed_when_the_backend_does_not_use_it(clip):
+    frames, _ = clip
+    on, off = Session(frames), Session(frames, params={"motion_veto": 0})
+    assert on._compute_prepared(4)[1] is not None
+    assert off._compute_prepared(4)[1] is None
+    assert getattr(off, "_flows", None) is None  # no optical flow computed either

@@ -539,3 +539,20 @@ def test_proposed_objects_listed_and_named_with_a_stroke(make_napari_viewer, tmp
     assert session.proposals == {}
     assert "proposed" not in widget.objects_info.value
     assert iou(np.asarray(widget.masks_layer.data[12]) == 7, truth[12] == 3) > 0.8
+
+
+def test_shown_frame_is_prepared_for_scribbles(annotator):
+    """Showing a frame prepares it in the background (features, motion), so the strokes drawn
+    on it are answered sooner; the mask is the one an unprepared session makes."""
+    viewer, widget, frames, truth = annotator
+    widget.start_session()
+    session = widget.session
+    viewer.dims.current_step = (5, 0, 0)
+    assert 5 in session._prepared
+    session._prepared[5].result(timeout=60)
+    draw_path(widget, 5, 1, [[15, 25], [22, 37], [29, 27]])
+    draw_path(widget, 5, 0, [[4, 4], [4, 84], [60, 84], [60, 4]])
+    labels = widget.scribbles_to_mask(block=True)
+    fresh = Session(session.frames).add_scribbles(5, session.scribbles(5))
+    np.testing.assert_array_equal(labels, fresh)
+    assert iou(labels == 1, truth[5] == 1) > 0.7

@@ -36,7 +36,8 @@ class Backend(Protocol):
 
         A backend whose method also takes a keyword ``motion`` receives the frame's own motion
         ((H, W, 3K) float32, :func:`~napari_ivoma.engine.motion.motion_features`; None for a
-        one-frame video)."""
+        one-frame video; a backend with ``uses_motion = False`` gets None without the engine
+        computing it)."""
 
     def params_dict(self) -> dict:
         """Parameters, for provenance."""
@@ -78,6 +79,11 @@ class ClassicalBackend:
         from .appearance import MemoryPool
 
         return MemoryPool()
+
+    @property
+    def uses_motion(self) -> bool:
+        """Whether scribbles_to_mask looks at the frame's motion (the engine skips it if not)."""
+        return self.cpsm_params.motion_veto > 0
 
     def prepare(self, image):
         """The per-frame work of ``scribbles_to_mask`` that does not depend on the strokes."""

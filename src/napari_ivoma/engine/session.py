@@ -223,7 +223,8 @@ class Session:
 
     def _compute_prepared(self, t: int) -> tuple[Any, np.ndarray | None]:
         image = self.image(t)
-        motion = self._motion(t) if self._backend_takes("motion") else None
+        wants = self._backend_takes("motion") and getattr(self.backend, "uses_motion", True)
+        motion = self._motion(t) if wants else None
         prep = getattr(self.backend, "prepare", None)
         return (prep(image) if callable(prep) else None), motion
 
