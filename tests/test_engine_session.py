@@ -468,3 +468,29 @@ def test_motion_is_not_computed_when_the_backend_does_not_use_it(clip):
     assert on._compute_prepared(4)[1] is not None
     assert off._compute_prepared(4)[1] is None
     assert getattr(off, "_flows", None) is None  # no optical flow computed either
+
+
+def test_scribbles_on_a_frame_whose_preparation_was_dropped_or_failed(clip):
+    """A preparation dropped for a newer frame, or one that failed, is redone when the strokes
+    come: the mask is made, and a real error surfaces from add_scribbles."""
+    from concurrent.futures import Future
+
+    frames, gt = clip
+    s = Session(frames)
+    dropped: Future = Future()
+    dropped.cancel()
+    s._prepared[6] = dropped
+    lab = s.add_scribbles(6, [_disk_scribble(gt[6], 1)])
+    assert iou(lab == 1, gt[6] == 1) > 0.8
+    failed: Future = Future()
+    failed.set_exception(RuntimeError("disk hiccup"))
+    s._prepared[7] = failed
+    assert (s.add_scribbles(7, [_disk_scribble(gt[7], 1)]) == 1).any()
+
+    def broken(image):
+        raise RuntimeError("backend cannot prepare")
+
+    s.backend.prepare = broken
+    with pytest.raises(RuntimeError, match="cannot prepare"):
+        s.add_scribbles(8, [_disk_scribble(gt[8], 1)])
+    assert 8 not in s.user_references  # nothing written

@@ -11,7 +11,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -230,18 +230,23 @@ class Session:
 
     def _prepared_frame(self, t: int) -> tuple[Any, np.ndarray | None]:
         """(backend's prepared frame, motion) of frame ``t``: from :meth:`prepare` (waiting for
-        it when under way) or computed now."""
+        it when under way) or computed now (also when that request was dropped for a newer one
+        or failed: a real error then comes up here)."""
         with self._prep_lock:
             fut = self._prepared.get(t)
-        if fut is not None and not fut.cancelled():
-            return fut.result()
+        if fut is not None:
+            try:
+                return fut.result()
+            except (CancelledError, Exception):  # noqa: BLE001 - recomputed below
+                pass
+        result = self._compute_prepared(t)
         done: Future = Future()
-        done.set_result(self._compute_prepared(t))
+        done.set_result(result)
         with self._prep_lock:
             self._prepared[t] = done
             while len(self._prepared) > self._prepared_cache_size:
                 self._prepared.popitem(last=False)
-        return done.result()
+        return result
 
     def _backend_takes(self, keyword: str) -> bool:
         return keyword in inspect.signature(self.backend.scribbles_to_mask).parameters
