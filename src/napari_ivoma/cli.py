@@ -57,7 +57,12 @@ def run_demo(out: Path, clips: list[str], samples_root: Path | None = None,
              corrections: int = 2) -> list[dict]:
     """Scribbles on one frame -> CPSM -> MRGS -> zarr store, then a few correction rounds, on the
     generated sample clips; a simulated user (the benchmark's annotator) draws the strokes."""
-    from .bench.annotator import correction_scribbles, first_round_scribbles, worst_frame
+    from .bench.annotator import (
+        correction_scribbles,
+        declare_objects,
+        first_round_scribbles,
+        worst_frame,
+    )
     from .bench.dataset import load_sequence
     from .bench.metrics import seg_score, sequence_scores
     from .engine import Session, is_mask_store
@@ -74,8 +79,7 @@ def run_demo(out: Path, clips: list[str], samples_root: Path | None = None,
                 raise FileExistsError(f"{store} exists and is not a mask store; move it away first")
             shutil.rmtree(store)  # the demo's own output of a previous run
         session = Session(seq.frames, store=store, source=f"napari-ivoma sample clip '{name}'")
-        for oid in seq.object_ids:  # the simulated user's ids, declared up front (see the benchmark)
-            session.name_object(int(oid), f"object {int(oid)}")
+        declare_objects(session, seq.object_ids)  # the simulated user's ids (see the benchmark)
         n = len(seq.frames)
         print(f"[{name}] {n} frames, {seq.n_objects} objects")
         pred, res = None, {}
@@ -88,6 +92,7 @@ def run_demo(out: Path, clips: list[str], samples_root: Path | None = None,
                 scribbles = correction_scribbles(seq.masks[t], pred[t], seq.object_ids)
                 if not scribbles:
                     break
+            session.prepare(t, wait=True)  # as the viewer does while the user draws
             tic = time.perf_counter()
             session.add_scribbles(t, scribbles)
             t_cpsm = time.perf_counter() - tic

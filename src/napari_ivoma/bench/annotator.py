@@ -30,6 +30,7 @@ from napari_ivoma.engine.scribbles import Scribble
 from .metrics import frame_object_j
 
 __all__ = [
+    "declare_objects",
     "largest_region",
     "skeleton_path",
     "worst_frame",
@@ -38,6 +39,16 @@ __all__ = [
 ]
 
 _EIGHT = np.ones((3, 3), dtype=bool)
+
+
+def declare_objects(session, object_ids) -> None:
+    """Name the ground truth's ids in ``session`` up front, as a user naming the objects of an
+    experiment would, so that ids the engine gives automatically (proposed objects, daughters)
+    never take an id the simulated annotator draws with later.  Sessions without
+    ``name_object`` (other engines) are left alone."""
+    if hasattr(session, "name_object"):
+        for oid in object_ids:
+            session.name_object(int(oid), f"object {int(oid)}")
 
 
 def largest_region(mask: np.ndarray) -> np.ndarray:

@@ -137,12 +137,7 @@ def run_sequence(
     factory = session_factory or default_session_factory()
     t_count = seq.masks.shape[0]
     session = factory(seq.frames)
-    # the annotator labels with the ground truth's ids: declare them up front, as a user naming
-    # the objects of an experiment would, so that ids the engine gives automatically (proposed
-    # objects, daughters) never take an id the annotator will use later
-    if hasattr(session, "name_object"):
-        for oid in seq.object_ids:
-            session.name_object(int(oid), f"object {int(oid)}")
+    annotator.declare_objects(session, seq.object_ids)  # automatic ids never take the annotator's
     records: list[dict] = []
     named: set[int] = set()
     pred: np.ndarray | None = None

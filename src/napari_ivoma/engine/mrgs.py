@@ -471,12 +471,13 @@ class _Pass:
             mag = np.sqrt((flow[::4, ::4] ** 2).sum(axis=2))
             max_motion = float(np.percentile(mag, 99))
             image = self.session.image(t_new)
-            q = quantize(image, self.params.hist_bins)
             new_state = {}
             h, w = flow.shape[:2]
             margin = max_motion + self.params.band
             warped = {oid: warp_object(sm, flow, self.params, max_motion) for oid, sm in self.state.items()}
-            cores = _cores(warped, (h, w), self.params.core_margin)
+            if self.custom is None:  # the engine's own refinement: colours and neighbours' cores
+                q = quantize(image, self.params.hist_bins)
+                cores = _cores(warped, (h, w), self.params.core_margin)
             for oid, sm in self.state.items():
                 nxt = None
                 if warped[oid] is not None and self.custom is not None:
