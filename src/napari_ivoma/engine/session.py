@@ -450,16 +450,21 @@ class Session:
     def _settle_proposals(self, t: int, claims: dict[int, tuple]) -> None:
         """Apply named / dismissed proposals to every frame they were written on (undoable:
         called inside the undo step of the action)."""
-        for pid, (k, box) in claims.items():
-            first, last = self.proposals[pid]
+        spans = self.proposals
+        frames: dict[int, dict[int, int]] = {}  # frame -> {proposal id: new id}, each frame rewritten once
+        for pid, (k, _) in claims.items():
+            first, last = spans[pid]
             for u in range(first, last + 1):
-                if u == t:
-                    continue
-                lab = self.store.read(u)
-                hit = lab == pid
-                if hit.any():
-                    lab[hit] = k
-                    self.store.write(u, lab)
+                if u != t:
+                    frames.setdefault(u, {})[pid] = k
+        for u in sorted(frames):
+            lab = self.store.read(u)
+            renamed = lab.copy()
+            for pid, k in frames[u].items():
+                renamed[lab == pid] = k
+            if not np.array_equal(renamed, lab):
+                self.store.write(u, renamed, previous=lab)
+        for pid, (k, box) in claims.items():
             obj = self.store.attrs["objects"][str(pid)]
             if k == 0:  # remembered, so that propagation does not propose it again
                 obj["proposal"]["dismissed"] = [{"t": int(t), "box": box}]
