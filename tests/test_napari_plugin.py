@@ -541,14 +541,17 @@ def test_proposed_objects_listed_and_named_with_a_stroke(make_napari_viewer, tmp
     assert iou(np.asarray(widget.masks_layer.data[12]) == 7, truth[12] == 3) > 0.8
 
 
-def test_shown_frame_is_prepared_for_scribbles(annotator):
-    """Showing a frame prepares it in the background (features, motion), so the strokes drawn
-    on it are answered sooner; the mask is the one an unprepared session makes."""
+def test_shown_frame_is_prepared_for_scribbles(annotator, qtbot):
+    """Showing a frame prepares it in the background (features, motion) once the view rests on
+    it, so the strokes drawn on it are answered sooner; the mask is the one an unprepared
+    session makes."""
     viewer, widget, frames, truth = annotator
     widget.start_session()
     session = widget.session
-    viewer.dims.current_step = (5, 0, 0)
-    assert 5 in session._prepared
+    for t in (1, 2, 3, 4, 5):  # scrolling: only where the view rests is prepared
+        viewer.dims.current_step = (t, 0, 0)
+    qtbot.waitUntil(lambda: 5 in session._prepared, timeout=5000)
+    assert not {1, 2, 3, 4} & set(session._prepared)
     session._prepared[5].result(timeout=60)
     draw_path(widget, 5, 1, [[15, 25], [22, 37], [29, 27]])
     draw_path(widget, 5, 0, [[4, 4], [4, 84], [60, 84], [60, 4]])

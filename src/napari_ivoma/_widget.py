@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox
-from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtCore import QObject, Qt, QTimer, Signal
 from qtpy.QtWidgets import QSizePolicy
 
 from ._layers import (
@@ -81,6 +81,11 @@ class AnnotatorWidget(Container):
         self._last_result = None
         self._bridge = _Bridge()
         self._bridge.progress.connect(self._on_progress)
+        # a frame is prepared once the view rests on it (not on every step of playback)
+        self._prepare_timer = QTimer()
+        self._prepare_timer.setSingleShot(True)
+        self._prepare_timer.setInterval(150)
+        self._prepare_timer.timeout.connect(self._prepare_shown_frame)
         self._build()
         self._connect_viewer()
         self._bind_keys()
@@ -156,8 +161,13 @@ class AnnotatorWidget(Container):
         self.viewer.dims.events.current_step.connect(self._on_frame_shown)
 
     def _on_frame_shown(self, event=None) -> None:
-        """Prepare the shown frame for scribbles in the background (features, motion), so
-        that the strokes drawn on it turn into a mask sooner."""
+        """A frame is shown: prepare it for scribbles once the view rests on it (150 ms)."""
+        if self.session is not None:
+            self._prepare_timer.start()
+
+    def _prepare_shown_frame(self) -> None:
+        """Prepare the shown frame in the background (features, motion), so that the strokes
+        drawn on it turn into a mask sooner."""
         if self.session is not None and not self._busy:
             self.session.prepare(self.current_frame())
 
