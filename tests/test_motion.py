@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from napari_ivoma.engine.motion import motion_features, residual_motion
@@ -25,3 +26,52 @@ def test_motion_features_channels():
     feats = motion_features([flow, -flow])
     assert feats.shape == (40, 50, 6) and feats.dtype == np.float32
     assert feats[15, 15, 2] > 2.0 and feats[35, 45, 2] < 0.5  # magnitude channel
+
+
+def test_fusion_drops_a_still_leak_one_direction_carried():
+    """Where forward and backward tracking disagree, pixels that stay still against the camera
+    while the object moves are dropped (a leak onto look-alike ground); what both directions
+    agree on, and disagreement that moves with the object, stay."""
+    from napari_ivoma.engine.mrgs import MRGSParams, SoftMask, drop_still_disagreement
+
+    h, w = 60, 80
+    yy, xx = np.mgrid[:h, :w]
+    body = (yy - 30) ** 2 + (xx - 40) ** 2 <= 12**2
+    moving_part = body | ((np.abs(yy - 30) <= 3) & (xx > 40) & (xx <= 56))  # a limb only one side has
+    leak = (yy >= 20) & (yy < 40) & (xx >= 4) & (xx < 22)                   # still ground, one side
+    fwd = SoftMask.from_binary(body)
+    bwd = SoftMask.from_binary(moving_part | leak)
+    fused = SoftMask.from_binary(body | moving_part | leak)
+    residual = np.zeros((h // 4, w // 4, 2), np.float32)
+    moving = cv2.resize((body | moving_part).astype(np.uint8), (w // 4, h // 4), interpolation=cv2.INTER_NEAREST) > 0
+    residual[cv2.dilate(moving.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0] = (6.0, 0.0)
+    out = drop_still_disagreement(fused, fwd, bwd, residual, (h, w), MRGSParams())
+    full = np.zeros((h, w), bool)
+    r0, r1, c0, c1 = out.box
+    full[r0:r1, c0:c1] = out.prob > 0.5
+    assert full[body].all()
+    assert full[moving_part & ~body].mean() > 0.9
+    assert not full[leak].any()
+    # an object that does not move against the camera: nothing is dropped
+    same = drop_still_disagreement(fused, fwd, bwd, np.zeros_like(residual), (h, w), MRGSParams())
+    assert same is fused
+
+
+def test_fusion_still_check_takes_one_direction_whole():
+    """After anomaly repair the fused mask can be one direction's, in its own box, smaller than
+    the other direction's: the check still works (regression: a broadcasting error)."""
+    from napari_ivoma.engine.mrgs import MRGSParams, SoftMask, drop_still_disagreement
+
+    h, w = 60, 80
+    a = np.zeros((h, w), bool)
+    a[10:50, 10:70] = True
+    b = np.zeros((h, w), bool)
+    b[20:40, 30:50] = True
+    fwd, bwd = SoftMask.from_binary(a), SoftMask.from_binary(b)
+    residual = np.full((h // 4, w // 4, 2), 6.0, np.float32)
+    residual[:, : w // 8] = 0.0  # the left half stays still
+    out = drop_still_disagreement(bwd, fwd, bwd, residual, (h, w), MRGSParams())
+    full = np.zeros((h, w), bool)
+    r0, r1, c0, c1 = out.box
+    full[r0:r1, c0:c1] = out.prob > 0.5
+    np.testing.assert_array_equal(full, b)  # bwd's pixels are claimed by both: all kept

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-__all__ = ["FlowCache", "to_gray_u8", "residual_motion", "motion_features"]
+__all__ = ["FlowCache", "to_gray_u8", "residual_motion", "coarse_residual_motion", "motion_features"]
 
 _PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
 _FIXED = 16.0  # cached flows: int16 in 1/16 pixel (+-2047 px)
@@ -97,6 +97,13 @@ def residual_motion(flow: np.ndarray, grid: int = 8, scale: float = 0.25) -> np.
     is made on the flow shrunk by ``scale`` (the residual is smooth at that resolution).
     """
     h, w = flow.shape[:2]
+    return cv2.resize(coarse_residual_motion(flow, grid, scale), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def coarse_residual_motion(flow: np.ndarray, grid: int = 8, scale: float = 0.25) -> np.ndarray:
+    """:func:`residual_motion` at the reduced resolution of the fit ((h, w, 2), in full-resolution
+    pixels; resize it to the region needed)."""
+    h, w = flow.shape[:2]
     hs, ws = max(8, round(h * scale)), max(8, round(w * scale))
     small = cv2.resize(flow, (ws, hs), interpolation=cv2.INTER_AREA) * np.float32(scale)
     yy, xx = np.mgrid[0:hs:max(1, grid // 4), 0:ws:max(1, grid // 4)]
@@ -113,7 +120,7 @@ def residual_motion(flow: np.ndarray, grid: int = 8, scale: float = 0.25) -> np.
         pts = np.stack([xs, ys], -1).reshape(-1, 1, 2)
         pred = cv2.perspectiveTransform(pts, hom).reshape(hs, ws, 2)
         res = np.stack([xs, ys], -1) + small - pred
-    return cv2.resize(res / np.float32(scale), (w, h), interpolation=cv2.INTER_LINEAR)
+    return (res / np.float32(scale)).astype(np.float32)
 
 
 def motion_features(flows: list[np.ndarray]) -> np.ndarray:

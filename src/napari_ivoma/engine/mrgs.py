@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from .graphcut import cut
-from .motion import FlowCache, to_gray_u8
+from .motion import FlowCache, coarse_residual_motion, to_gray_u8
 from .proposals import extend_range, propose_objects
 from .store import LABEL_DTYPE
 
@@ -88,6 +88,9 @@ class MRGSParams:
     proposal_min_frames: int = 3  # ... when seen on at least this many consecutive frames
     proposal_overlap: float = 0.5  # ... linked frame to frame by this overlap (of the smaller blob)
     proposal_min_fit: float = 0.6  # ... only when an intensity threshold reproduces the references this well (IoU)
+    fuse_still: bool = True      # where the two directions disagree, pixels still against the camera while the object moves are background
+    still_moving: float = 1.5    # ... the object moves: 10th percentile of its residual motion above this (px)
+    still_static: float = 0.5    # ... still: residual motion below this (px)
 
 
 # --------------------------------------------------------------------------- soft masks
@@ -426,6 +429,55 @@ def fuse_directions(fwd: SoftMask | None, bwd: SoftMask | None, w_fwd: float,
     return SoftMask(box, acc, score)
 
 
+def _in_box(m: SoftMask, box: tuple[int, int, int, int]) -> np.ndarray:
+    """``m``'s probability pasted into ``box`` (which contains ``m.box``)."""
+    out = np.zeros((box[1] - box[0], box[3] - box[2]), np.float32)
+    a0, a1, b0, b1 = m.box
+    out[a0 - box[0]:a1 - box[0], b0 - box[2]:b1 - box[2]] = m.prob
+    return out
+
+
+def _residual_in_box(residual: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Magnitude of a coarse residual motion field resampled on the pixels of ``box``."""
+    r0, r1, c0, c1 = box
+    hs, ws = residual.shape[:2]
+    sy, sx = hs / shape[0], ws / shape[1]
+    size = (r1 - r0, c1 - c0)
+    mx = np.broadcast_to(((np.arange(c0, c1, dtype=np.float32) + 0.5) * sx - 0.5)[None, :], size)
+    my = np.broadcast_to(((np.arange(r0, r1, dtype=np.float32) + 0.5) * sy - 0.5)[:, None], size)
+    res = cv2.remap(residual, np.ascontiguousarray(mx), np.ascontiguousarray(my), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
+    return np.sqrt((res * res).sum(axis=2))
+
+
+def drop_still_disagreement(m: SoftMask, fwd: SoftMask, bwd: SoftMask, residual: np.ndarray,
+                            shape: tuple[int, int], params: MRGSParams) -> SoftMask | None:
+    """Remove from the fused mask ``m`` the pixels only one direction claims that stay still
+    against the camera while the object moves.
+
+    A leak onto look-alike ground grows in one direction of tracking and is carried along; where
+    the fusion hands over from one direction to the other it would appear in the middle of the
+    span.  Ground does not move with the animal; pixels both directions agree on (a planted paw)
+    are left alone.  ``residual``: :func:`~napari_ivoma.engine.motion.coarse_residual_motion` of
+    the frame's flow.
+    """
+    boxes = (m.box, fwd.box, bwd.box)  # m may be one direction taken whole (anomaly repair)
+    box = (min(b[0] for b in boxes), max(b[1] for b in boxes), min(b[2] for b in boxes), max(b[3] for b in boxes))
+    fp, bp = _in_box(fwd, box) > 0.5, _in_box(bwd, box) > 0.5
+    both = fp & bp
+    if both.sum() < 20:
+        return m
+    mag = _residual_in_box(residual, box, shape)
+    if np.percentile(mag[both], 10) <= params.still_moving:
+        return m  # the object does not clearly move against the camera
+    drop = (fp != bp) & (mag < params.still_static)
+    if not drop.any():
+        return m
+    prob = _in_box(m, box)
+    prob[drop] = 0.0
+    return SoftMask(box, prob, m.score).tight()
+
+
 def merge_objects(masks: dict[int, SoftMask], shape: tuple[int, int]) -> np.ndarray:
     """One label image from per-object probabilities: each pixel goes to its most confident object
     (if above 0.5)."""
@@ -721,13 +773,19 @@ def _track_span(session, a: int | None, b: int | None, todo: list[int], flows: F
         ex_f = fwd_exited.pop(t)
         w_fwd = (b - t) / (b - a)
         fused, agree = {}, 1.0
+        residual = None
         for oid in set(fwd) | set(state):
             f, g = fwd.get(oid), state.get(oid)
-            agree = min(agree, _soft_iou(f, g))
+            iou_fg = _soft_iou(f, g)
+            agree = min(agree, iou_fg)
             m = fuse_directions(f, g, w_fwd, in_refs=(oid in fwd_areas, oid in tracker.ref_areas),
                                 ref_areas=(fwd_areas.get(oid, 0), tracker.ref_areas.get(oid, 0)),
                                 lost_ratio=params.lost_ratio, min_score=params.min_score,
                                 exited=(ex_f.get(oid, False), tracker.exited.get(oid, False)))
+            if m is not None and f is not None and g is not None and params.fuse_still and iou_fg < 0.98:
+                if residual is None:  # the frame's own motion (its flow to t + 1 is cached)
+                    residual = coarse_residual_motion(flows.flow(t, t + 1))
+                m = drop_still_disagreement(m, f, g, residual, shape, params)
             if m is not None:
                 fused[oid] = m
         yield t, merge_objects(fused, shape), agree
