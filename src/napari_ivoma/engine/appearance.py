@@ -228,7 +228,7 @@ class PixelClassifier:
                 best_score[better] = score[better]
                 best_f[better] = fs[better]
                 best_t[better] = ts[better]
-            leaf = (cnt < 2 * self.min_leaf) | (pos <= 0) | (pos >= tot) | ~np.isfinite(best_score)
+            leaf = final | ~np.isfinite(best_score)
             best_t[leaf] = np.inf
             best_f[leaf] = 0
             base = n_lvl - 1
@@ -251,15 +251,10 @@ class PixelClassifier:
         flat = np.ascontiguousarray(x, np.float32).reshape(-1)
         m = len(flat) // self._nf
         out = np.empty(m, np.float32)
-        step = 1 << 15
-        self._predict_rows(flat, out, [(c, min(m, c + step)) for c in range(0, m, step)])
-        return out.reshape(shape)
-
-    def _predict_rows(self, flat: np.ndarray, out: np.ndarray, chunks: list[tuple[int, int]]) -> None:
-        """Fill ``out[c0:c1]`` for each chunk (small chunks keep the gathers in cache)."""
         nf, depth = self._nf, self.max_depth
         first = 2**depth - 1
-        for c0, c1 in chunks:
+        for c0 in range(0, m, 1 << 15):  # chunks keep the gathers in cache
+            c1 = min(m, c0 + (1 << 15))
             rowbase = np.arange(c0, c1, dtype=np.int32) * nf if c1 * nf < 2**31 else np.arange(c0, c1) * nf
             acc = np.zeros(c1 - c0, np.float32)
             for t in range(self.n_trees):
@@ -270,6 +265,7 @@ class PixelClassifier:
                     idx = 2 * idx + 1 + go
                 acc += self._leaf[t][idx - first]
             out[c0:c1] = acc / self.n_trees
+        return out.reshape(shape)
 
 
 # --------------------------------------------------------------------------- memory pool

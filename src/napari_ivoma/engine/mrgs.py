@@ -417,8 +417,7 @@ def fuse_directions(fwd: SoftMask | None, bwd: SoftMask | None, w_fwd: float,
         return bwd
     if lost_b and not lost_f and fwd is not None and fwd.score >= min_score:
         return fwd
-    boxes = [m.box for m in (fwd, bwd) if m is not None]
-    box = (min(b[0] for b in boxes), max(b[1] for b in boxes), min(b[2] for b in boxes), max(b[3] for b in boxes))
+    box = _union_box(fwd, bwd)
     r0, r1, c0, c1 = box
     acc = np.zeros((r1 - r0, c1 - c0), np.float32)
     for m, wgt in ((fwd, w_fwd), (bwd, 1.0 - w_fwd)):
@@ -427,6 +426,12 @@ def fuse_directions(fwd: SoftMask | None, bwd: SoftMask | None, w_fwd: float,
             acc[a0 - r0:a1 - r0, b0 - c0:b1 - c0] += wgt * m.prob
     score = sum(wgt * m.score for m, wgt in ((fwd, w_fwd), (bwd, 1.0 - w_fwd)) if m is not None)
     return SoftMask(box, acc, score)
+
+
+def _union_box(*masks: SoftMask | None) -> tuple[int, int, int, int]:
+    """The box holding the boxes of the given masks (None ones skipped)."""
+    boxes = [m.box for m in masks if m is not None]
+    return (min(b[0] for b in boxes), max(b[1] for b in boxes), min(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
 def _in_box(m: SoftMask, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -461,8 +466,7 @@ def drop_still_disagreement(m: SoftMask, fwd: SoftMask, bwd: SoftMask, residual:
     are left alone.  ``residual``: :func:`~napari_ivoma.engine.motion.coarse_residual_motion` of
     the frame's flow.
     """
-    boxes = (m.box, fwd.box, bwd.box)  # m may be one direction taken whole (anomaly repair)
-    box = (min(b[0] for b in boxes), max(b[1] for b in boxes), min(b[2] for b in boxes), max(b[3] for b in boxes))
+    box = _union_box(m, fwd, bwd)  # m may be one direction taken whole (anomaly repair)
     fp, bp = _in_box(fwd, box) > 0.5, _in_box(bwd, box) > 0.5
     both = fp & bp
     if both.sum() < 20:
@@ -795,12 +799,8 @@ def _soft_iou(a: SoftMask | None, b: SoftMask | None) -> float:
     """IoU of two objects' masks (1 when both are absent, 0 when one is)."""
     if a is None or b is None:
         return float(a is None and b is None)
-    r0, r1 = min(a.box[0], b.box[0]), max(a.box[1], b.box[1])
-    c0, c1 = min(a.box[2], b.box[2]), max(a.box[3], b.box[3])
-    ma = np.zeros((r1 - r0, c1 - c0), bool)
-    mb = np.zeros_like(ma)
-    ma[a.box[0] - r0:a.box[1] - r0, a.box[2] - c0:a.box[3] - c0] = a.prob > 0.5
-    mb[b.box[0] - r0:b.box[1] - r0, b.box[2] - c0:b.box[3] - c0] = b.prob > 0.5
+    box = _union_box(a, b)
+    ma, mb = _in_box(a, box) > 0.5, _in_box(b, box) > 0.5
     union = np.count_nonzero(ma | mb)
     return 1.0 if union == 0 else np.count_nonzero(ma & mb) / union
 

@@ -212,14 +212,19 @@ class Session:
                 if self._prep_worker is None:
                     self._prep_worker = ThreadPoolExecutor(1, thread_name_prefix="ivoma-prepare")
                 fut = self._prep_worker.submit(self._compute_prepared, t)
-                self._prepared[t] = fut
-            self._prepared.move_to_end(t)
-            while len(self._prepared) > self._prepared_cache_size:
-                self._prepared.popitem(last=False)
+            self._remember_prepared(t, fut)
         if wait:
             fut.result()
 
     _prepared_cache_size = 3
+
+    def _remember_prepared(self, t: int, fut: Future) -> None:
+        """Keep ``fut`` as frame ``t``'s preparation, the newest; drop the oldest beyond the
+        cache size (call with ``_prep_lock`` held)."""
+        self._prepared[t] = fut
+        self._prepared.move_to_end(t)
+        while len(self._prepared) > self._prepared_cache_size:
+            self._prepared.popitem(last=False)
 
     def _compute_prepared(self, t: int) -> tuple[Any, np.ndarray | None]:
         image = self.image(t)
@@ -243,13 +248,11 @@ class Session:
         done: Future = Future()
         done.set_result(result)
         with self._prep_lock:
-            self._prepared[t] = done
-            while len(self._prepared) > self._prepared_cache_size:
-                self._prepared.popitem(last=False)
+            self._remember_prepared(t, done)
         return result
 
     def _backend_takes(self, keyword: str) -> bool:
-        return keyword in inspect.signature(self.backend.scribbles_to_mask).parameters
+        return _accepts(self.backend.scribbles_to_mask, keyword)
 
     def _check_t(self, t: Any) -> int:
         if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
@@ -315,7 +318,7 @@ class Session:
                 self.store.ensure_object(int(oid))
             self.store.set_reference(t, "user", [s.to_dict() for s in everything])
             self.store.flush_attrs()
-            if prepared is not None and "prepared" in inspect.signature(self.memory.add).parameters:
+            if prepared is not None and _accepts(self.memory.add, "prepared"):
                 self.memory.add(t, image, labels, prepared=prepared)
             else:
                 self.memory.add(t, image, labels)
@@ -492,6 +495,12 @@ class Session:
         self.store.ensure_object(int(object_id))
         self.store.attrs["objects"][str(int(object_id))]["name"] = str(name)
         self.store.flush_attrs()
+
+
+def _accepts(fn: Callable, keyword: str) -> bool:
+    """Whether ``fn`` takes the keyword argument ``keyword`` (optional parts of the backend
+    protocol)."""
+    return keyword in inspect.signature(fn).parameters
 
 
 def _object_under(labels: np.ndarray, stroke: Scribble) -> int | None:
