@@ -109,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         parser.error(str(exc))
     factory = default_session_factory(params or None, args.backend)
+    # timings as on a machine that has run the tool before: compiled kernels are loaded (or
+    # compiled, the first time) before the clock starts
+    from napari_ivoma.engine import warm_up_kernels
+
+    warm_up_kernels(wait=True)
 
     from tqdm import tqdm
 

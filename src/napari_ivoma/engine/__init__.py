@@ -3,6 +3,7 @@
 >>> from napari_ivoma.engine import Session, Scribble, open_frames
 """
 
+from ._tree_kernels import warm_up as warm_up_kernels
 from .io import FrameReadError, open_frames, to_float_image
 from .scribbles import Scribble, control_points, rasterize_scribbles
 from .session import Session
@@ -27,4 +28,5 @@ __all__ = [
     "is_mask_store",
     "read_store_labels",
     "write_labels_store",
+    "warm_up_kernels",
 ]

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from . import _tree_kernels
+
 __all__ = ["pixel_features", "MemoryPool", "PixelClassifier", "robust_normalize"]
 
 #: Gaussian scales (pixels) of the smoothed colour / intensity channels
@@ -119,6 +121,15 @@ def pixel_features(image: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- classifier
 
 
+def _compiled() -> bool:
+    """Whether the compiled tree kernels are ready (starting their compilation if not: the
+    numpy code, which gives the same trees, runs meanwhile)."""
+    if _tree_kernels.ready():
+        return True
+    _tree_kernels.warm_up()  # in the background; returns at once
+    return False
+
+
 class PixelClassifier:
     """Binary pixel classifier (object vs. background): extremely randomised trees.
 
@@ -159,9 +170,33 @@ class PixelClassifier:
         for c in (0.0, 1.0):  # balance: each class gets half of the total weight
             sel = y == c
             w[sel] *= 0.5 / max(float(w[sel].sum()), 1e-12)
-        self._feat, self._thr, self._leaf = self._grow(x, y, w, np.random.default_rng(self.seed))
+        grow = self._grow_compiled if _compiled() else self._grow
+        self._feat, self._thr, self._leaf = grow(x, y, w, np.random.default_rng(self.seed))
         self._nf = x.shape[1]
         return self
+
+    def _grow_compiled(self, x: np.ndarray, y: np.ndarray, w: np.ndarray,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_grow` by the compiled kernel: the same random draws, made here in the same
+        order, give the same trees bit for bit."""
+        n, f = x.shape
+        k_try = self.n_try or max(1, int(round(np.sqrt(f))))
+        fs, ra, rb, u = [], [], [], []
+        for d in range(self.max_depth):
+            n_grp = self.n_trees * 2**d
+            for _ in range(k_try):
+                fs.append(rng.integers(0, f, n_grp))
+                ra.append(rng.random(n_grp))
+                rb.append(rng.random(n_grp))
+                u.append(rng.random(n_grp))
+        draws = (np.concatenate(fs).astype(np.int64), np.concatenate(ra), np.concatenate(rb), np.concatenate(u))
+        feat, thr, end_tot, end_pos = _tree_kernels.grow(np.ascontiguousarray(x.T), y, w, self.n_trees,
+                                                         self.max_depth, self.min_leaf, k_try, draws)
+        return feat, thr, self._leaf_probabilities(end_tot, end_pos, n)
+
+    def _leaf_probabilities(self, end_tot: np.ndarray, end_pos: np.ndarray, n: int) -> np.ndarray:
+        prior_w = 0.5 / max(n, 1)  # a little smoothing toward 0.5
+        return ((end_pos + 0.5 * prior_w) / (end_tot + prior_w)).astype(np.float32).reshape(self.n_trees, -1)
 
     def _grow(self, x: np.ndarray, y: np.ndarray, w: np.ndarray,
               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -239,9 +274,7 @@ class PixelClassifier:
         n_lvl = 2**depth
         end_tot += np.bincount(key, ww, minlength=t_n * n_lvl)
         end_pos += np.bincount(key, wy, minlength=t_n * n_lvl)
-        prior_w = 0.5 / max(n, 1)  # a little smoothing toward 0.5
-        leaf_p = ((end_pos + 0.5 * prior_w) / (end_tot + prior_w)).astype(np.float32).reshape(t_n, n_lvl)
-        return feat, thr, leaf_p
+        return feat, thr, self._leaf_probabilities(end_tot, end_pos, n)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Probability of class 1 for features ``x`` (..., F); same leading shape out."""
@@ -250,6 +283,9 @@ class PixelClassifier:
         shape = x.shape[:-1]
         flat = np.ascontiguousarray(x, np.float32).reshape(-1)
         m = len(flat) // self._nf
+        if _compiled():
+            return _tree_kernels.predict(flat.reshape(m, self._nf), self._feat, self._thr, self._leaf,
+                                         self.max_depth).reshape(shape)
         out = np.empty(m, np.float32)
         nf, depth = self._nf, self.max_depth
         first = 2**depth - 1

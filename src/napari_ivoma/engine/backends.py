@@ -63,9 +63,11 @@ class ClassicalBackend:
     name = "classical"
 
     def __init__(self, params: dict | None = None):
+        from . import _tree_kernels
         from .cpsm import CPSMParams
         from .mrgs import MRGSParams
 
+        _tree_kernels.warm_up()  # compiles the classifier's kernels while the user looks around
         params = dict(params or {})
         self.cpsm_params = _pick(CPSMParams, params)
         self.mrgs_params = _pick(MRGSParams, params)
