@@ -1,0 +1,128 @@
+"""Dev tool: record the benchmark's CPSM calls, then replay them with other parameters.
+
+``dump`` runs the DAVIS benchmark protocol (8 rounds, the simulated annotator) and pickles
+every ``scribbles_to_mask`` call the session makes: the strokes, the prior (the propagated
+mask the user corrects), the memory pool as it was, the frame's motion and the ground
+truth.  ``replay`` re-runs CPSM alone on those calls, so a change to CPSM is measured on the
+frames the benchmark really corrects in seconds instead of minutes (propagation and the
+annotator's later choices are not re-run: use ``ivoma-bench`` to confirm).
+
+Usage::
+
+    python tools/cpsm_cases.py dump --out /tmp/cases_s0 [--param seed=0 ...]
+    python tools/cpsm_cases.py replay /tmp/cases_s0 [/tmp/cases_s1 ...] [--param name=value ...]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import copy
+import pickle
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_ivoma.bench.cli import parse_params
+from napari_ivoma.bench.dataset import find_sequences, load_sequence
+from napari_ivoma.bench.metrics import frame_j
+from napari_ivoma.bench.protocol import run_sequence
+from napari_ivoma.engine import Session
+from napari_ivoma.engine.backends import ClassicalBackend
+
+DATA = os.environ.get("IVOMA_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+class _Recorder(ClassicalBackend):
+    def __init__(self, params, out: Path, seq):
+        super().__init__(dict(params))
+        self.out, self.seq, self.n = out, seq, 0
+
+    def scribbles_to_mask(self, image, scribbles, prior, new_ids, memory, motion=None, prepared=None):
+        case = dict(seq=self.seq.name, image=image, scribbles=scribbles, prior=prior, new_ids=new_ids,
+                    memory=copy.deepcopy(memory), motion=motion)
+        labels = super().scribbles_to_mask(image, scribbles, prior, new_ids, memory, motion, prepared)
+        case["labels"] = labels
+        self.n += 1
+        with open(self.out / f"{self.seq.name}_{self.n:02d}.pkl", "wb") as fh:
+            pickle.dump(case, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        return labels
+
+
+def dump(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    params = parse_params(args.param)
+    for path in find_sequences(Path(DATA) / "davis"):
+        seq = load_sequence(path)
+        def factory(frames, seq=seq):
+            return Session(frames, store=None, backend=_Recorder(params, out, seq))
+
+        res = run_sequence(seq, rounds=args.rounds, session_factory=factory)
+        # attach the ground truth of each recorded frame (the protocol's frame per round)
+        frames = [r["frame"] for r in res["rounds"] if not r["skipped"]]
+        for k, t in enumerate(frames, start=1):
+            path = out / f"{seq.name}_{k:02d}.pkl"
+            case = pickle.loads(path.read_bytes())
+            case["t"], case["gt"], case["n_objects"] = t, seq.masks[t], seq.n_objects
+            case["params"] = dict(params)
+            path.write_bytes(pickle.dumps(case, protocol=pickle.HIGHEST_PROTOCOL))
+        print(seq.name, f"AUC {res['summary']['AUC']:.3f}", flush=True)
+
+
+def replay(args) -> None:
+    from napari_ivoma.engine.cpsm import scribbles_to_mask
+
+    rows = []
+    for d in args.dirs:
+        for path in sorted(Path(d).glob("*.pkl")):
+            c = pickle.loads(path.read_bytes())
+            if args.kind != "all" and (c["prior"] is None) != (args.kind == "r1"):
+                continue
+            # the recorded run's parameters (its seed), overridden by --param
+            be = ClassicalBackend({**c.get("params", {}), **parse_params(args.param)})
+            tic = time.perf_counter()
+            lab = scribbles_to_mask(c["image"], c["scribbles"], prior=c["prior"], new_ids=c["new_ids"],
+                                    memory=c["memory"], params=be.cpsm_params, motion=c["motion"])
+            dt = time.perf_counter() - tic
+            n = c["n_objects"]
+            before = c["prior"] if c["prior"] is not None else np.zeros_like(c["gt"], np.uint32)
+            rows.append((path.stem, c["prior"] is not None, frame_j(c["gt"], before, n),
+                         frame_j(c["gt"], c["labels"], n), frame_j(c["gt"], lab, n), dt))
+    if args.verbose:
+        for r in rows:
+            print(f"{r[0]:28s} {'corr' if r[1] else 'r1  '} before {r[2]:.3f} recorded {r[3]:.3f} now {r[4]:.3f} "
+                  f"{r[5]:.2f}s")
+    for kind, sel in (("round 1", [r for r in rows if not r[1]]), ("corrections", [r for r in rows if r[1]])):
+        if not sel:
+            continue
+        a = np.array([r[2:] for r in sel])
+        worse = int((a[:, 2] < a[:, 0] - 1e-9).sum())
+        print(f"{kind:12s} n={len(sel):3d}  J recorded {a[:, 1].mean():.4f}  now {a[:, 2].mean():.4f}  "
+              f"worse {worse}  s mean {a[:, 3].mean():.2f} max {a[:, 3].max():.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("dump")
+    d.add_argument("--out", required=True)
+    d.add_argument("--rounds", type=int, default=8)
+    d.add_argument("--param", action="append")
+    r = sub.add_parser("replay")
+    r.add_argument("dirs", nargs="+")
+    r.add_argument("--param", action="append")
+    r.add_argument("-v", "--verbose", action="store_true")
+    r.add_argument("--kind", choices=("all", "r1", "corrections"), default="all")
+    args = ap.parse_args(argv)
+    (dump if args.cmd == "dump" else replay)(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
