@@ -76,8 +76,10 @@ def dump(args) -> None:
 
 
 def replay(args) -> None:
+    from napari_ivoma.engine import warm_up_kernels
     from napari_ivoma.engine.cpsm import scribbles_to_mask
 
+    warm_up_kernels(wait=True)
     rows = []
     for d in args.dirs:
         for path in sorted(Path(d).glob("*.pkl")):

@@ -552,20 +552,26 @@ def _coarse_cut(
     return fg
 
 
-def _unseen_colours(lab: np.ndarray, background: np.ndarray, level: float) -> np.ndarray:
-    """Pixels whose colour is rare in ``background``: smoothed Lab histogram density below
-    ``level`` times the uniform density."""
+def _unseen_colours(lab: np.ndarray, background: np.ndarray, level: float,
+                    where: np.ndarray | None = None) -> np.ndarray:
+    """Pixels (of ``where``, default all) whose colour is rare in ``background``: smoothed Lab
+    histogram density below ``level`` times the uniform density."""
     bins = np.array([8, 16, 16])
     sm = cv2.GaussianBlur(lab, (0, 0), 1.5).reshape(lab.shape)
     lo = np.array([0.0, -0.8, -0.8])
     hi = np.array([1.0, 0.8, 0.8])
-    q = np.clip(((sm - lo) / (hi - lo) * bins).astype(np.int64), 0, bins - 1)
-    code = (q[..., 0] * bins[1] + q[..., 1]) * bins[2] + q[..., 2]
-    hist = np.bincount(code[background], minlength=int(bins.prod())).astype(np.float32).reshape(tuple(bins))
+
+    def codes(mask: np.ndarray) -> np.ndarray:
+        q = np.clip(((sm[mask] - lo) / (hi - lo) * bins).astype(np.int64), 0, bins - 1)
+        return (q[:, 0] * bins[1] + q[:, 1]) * bins[2] + q[:, 2]
+
+    hist = np.bincount(codes(background), minlength=int(bins.prod())).astype(np.float32).reshape(tuple(bins))
     hist = ndi.uniform_filter(hist, 3, mode="constant")
     total = max(float(hist.sum()), 1.0)
-    dens = hist.ravel()[code] / total * bins.prod()
-    return dens < level
+    where = np.ones(lab.shape[:2], bool) if where is None else where
+    out = np.zeros(lab.shape[:2], bool)
+    out[where] = hist.ravel()[codes(where)] / total * bins.prod() < level
+    return out
 
 
 def _object_scales(
@@ -651,7 +657,7 @@ def _segment(
     roi = (slice(r0, r1), slice(c0, c1))
     feats = features[roi]
     nf = feats.shape[-1]
-    flat = feats.reshape(-1, nf)
+    wc = feats.shape[1]  # samples are gathered from the view (reshaping it would copy the region)
 
     def crop(a):
         return a[roi]
@@ -664,7 +670,7 @@ def _segment(
     novel = None
     if p.novel_weight > 0 and img.shape[2] == 3 and not prior.any():
         zone = (pen_c < p.novel_zone) & ~pos_mask & ~crop(user_bg | fixed) & crop(allowed)
-        novel = zone & _unseen_colours(crop(base), far_c & (pen_c < p.max_reach), p.novel_level)
+        novel = _unseen_colours(crop(base), far_c & (pen_c < p.max_reach), p.novel_level, where=zone)
     prior_c = crop(prior_fg)
     # the prior is not trusted near the new scribbles: they say it is wrong there
     distrust = np.zeros(prior_c.shape, bool)
@@ -674,7 +680,7 @@ def _segment(
     unlike_prior = np.zeros(prior_c.shape, bool)
     new_bg = new_c & crop(user_bg) & prior_c
     if p.bg_stroke_level > 0 and new_bg.sum() >= 10:
-        unlike_prior = prior_c & ~_unseen_colours(crop(base), new_bg, p.bg_stroke_level)
+        unlike_prior = prior_c & ~_unseen_colours(crop(base), new_bg, p.bg_stroke_level, where=prior_c)
     if prior.any() and new_mask.any():
         area = max(int(prior_fg.sum()), 1)
         zone = max(p.min_start, p.distrust * np.sqrt(area / np.pi))
@@ -689,7 +695,7 @@ def _segment(
         def add(mask, label, n, weight, per_pixel=None):
             idx = _sample(mask, n, rng)
             if len(idx):
-                xs.append(flat[idx])
+                xs.append(feats[idx // wc, idx % wc])
                 ys.append(np.full(len(idx), label, np.float32))
                 wi = np.full(len(idx), 1.0, np.float32) if per_pixel is None else per_pixel.ravel()[idx]
                 ws.append(weight * wi / max(float(wi.sum()), 1e-6))
