@@ -175,13 +175,15 @@ def _workers() -> int:
 
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
 def _pool() -> ThreadPoolExecutor:
     global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="ivoma-trees")
-    return _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="ivoma-trees")
+        return _POOL
 
 
 def _split(n: int, parts: int) -> list[tuple[int, int]]:
