@@ -228,6 +228,25 @@ def test_correction_fixes_the_same_error_elsewhere_when_it_is_large():
     np.testing.assert_array_equal(local[second], 1)
 
 
+def test_short_stroke_through_a_compact_object_finds_all_of_it():
+    """A stroke along the middle of a round textured object is short for the object's size
+    (sample clip, plaid disc: 22 px stroke, 45 x 64 px object): the automatic background must
+    not start inside the object (min_start_share)."""
+    from napari_ivoma.bench.annotator import first_round_scribbles
+    from napari_ivoma.synthetic import NATURAL_IDS, make_natural_clip
+
+    frames, labels = make_natural_clip()
+    img = frames[0].astype(np.float32) / 255.0
+    plaid = NATURAL_IDS["plaid"]
+    scr = first_round_scribbles(labels[0], [plaid])
+    assert np.ptp(scr[0].points, axis=0).max() < 30  # the stroke is short
+    out = scribbles_to_mask(img, scr)
+    assert iou(out == plaid, labels[0] == plaid) >= 0.9
+    assert_control_points(out, scr)
+    old = scribbles_to_mask(img, scr, params=CPSMParams(min_start_share=0.0))
+    assert iou(old == plaid, labels[0] == plaid) < 0.5  # what the stroke's length alone gave
+
+
 def test_keep_local_changes_undoes_small_far_changes():
     from napari_ivoma.engine.cpsm import _keep_local_changes
 

@@ -228,7 +228,7 @@ class PixelClassifier:
             pos = np.bincount(key, wy, minlength=n_grp)
             final = (cnt < 2 * self.min_leaf) | (pos <= 0) | (pos >= tot)
             drop = final[key]
-            if drop.mean() > 0.1:
+            if len(drop) and drop.mean() > 0.1:  # (no rows left: nothing to drop)
                 shift = depth - d
                 np.add.at(end_tot, np.flatnonzero(final) << shift, tot[final])
                 np.add.at(end_pos, np.flatnonzero(final) << shift, pos[final])
