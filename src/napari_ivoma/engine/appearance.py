@@ -190,8 +190,11 @@ class PixelClassifier:
                 rb.append(rng.random(n_grp))
                 u.append(rng.random(n_grp))
         draws = (np.concatenate(fs).astype(np.int64), np.concatenate(ra), np.concatenate(rb), np.concatenate(u))
-        feat, thr, end_tot, end_pos = _tree_kernels.grow(np.ascontiguousarray(x.T), y, w, self.n_trees,
-                                                         self.max_depth, self.min_leaf, k_try, draws)
+        # contiguous arrays and plain ints: the types the kernels were compiled for (others
+        # would make numba compile a new version in the middle of a stroke)
+        feat, thr, end_tot, end_pos = _tree_kernels.grow(
+            np.ascontiguousarray(x.T), np.ascontiguousarray(y, np.float64), np.ascontiguousarray(w, np.float64),
+            int(self.n_trees), int(self.max_depth), int(self.min_leaf), int(k_try), draws)
         return feat, thr, self._leaf_probabilities(end_tot, end_pos, n)
 
     def _leaf_probabilities(self, end_tot: np.ndarray, end_pos: np.ndarray, n: int) -> np.ndarray:
@@ -285,7 +288,7 @@ class PixelClassifier:
         m = len(flat) // self._nf
         if _compiled():
             return _tree_kernels.predict(flat.reshape(m, self._nf), self._feat, self._thr, self._leaf,
-                                         self.max_depth).reshape(shape)
+                                         int(self.max_depth)).reshape(shape)
         out = np.empty(m, np.float32)
         nf, depth = self._nf, self.max_depth
         first = 2**depth - 1
