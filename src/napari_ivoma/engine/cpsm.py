@@ -66,8 +66,9 @@ class CPSMParams:
     min_start : float
         Lower bound (pixels) of the distance where background starts.
     min_start_share : float
-        Colour frames, objects without a prior mask: a higher lower bound, this share of the
-        frame's shorter side (with a prior, its area gives the object's size).  A stroke
+        Colour frames, stroked objects without a prior mask: a higher lower bound, this share of
+        the frame's shorter side (with a prior, its area gives the object's size; for a click,
+        the blob under it).  A stroke
         through the middle of a compact object is short for the object's size (sample clip's
         plaid disc: stroke 22 px long, object 45 x 64 px; background started inside it, J
         0.12; natural sample clip round 1, 5 frames: J 0.485 -> 0.771 with 0.1).  DAVIS
@@ -605,8 +606,6 @@ def _object_scales(
         area = int((prior == k).sum())
         if area:
             cand.append(p.prior_scale * np.sqrt(area / np.pi))
-        else:  # nothing tells the object's size but the stroke: not smaller than this guess
-            cand.append(guess)
         starts[k] = float(max(cand))
     radii: dict[int, float] = {}
     if centres:
@@ -617,6 +616,9 @@ def _object_scales(
             if exts[k] < 2.0 * float(r) and not (prior == k).any():
                 radii[k] = float(r)
                 starts[k] = max(starts[k], p.click_scale * float(r))
+    for k in ids:  # a stroke, nothing else, tells the object's size: not smaller than a guess
+        if k not in radii and k in exts and not (prior == k).any():
+            starts[k] = max(starts[k], guess)
     return starts, radii
 
 
