@@ -97,6 +97,15 @@ def test_one_stroke_names_a_proposal_on_every_frame_and_undo_restores_it(annotat
     np.testing.assert_array_equal(np.asarray(s.labels[...]), before)
 
 
+def test_a_daughter_named_with_its_parents_id_is_not_its_own_parent(annotated):
+    s, _, truth = annotated
+    pid = next(iter(s.proposals))
+    s.store.attrs["objects"][str(pid)]["parent"] = 2  # as if split off object 2 by a division
+    s.add_scribbles(9, [_stroke_through(truth[9] == 3, 2)])
+    assert pid not in s.objects
+    assert s.objects[2]["parent"] is None  # (it was recorded as its own parent)
+
+
 def test_background_stroke_dismisses_a_proposal_for_good(annotated):
     s, _, truth = annotated
     pid = next(iter(s.proposals))

@@ -471,12 +471,15 @@ class Session:
             obj = self.store.attrs["objects"][str(pid)]
             if k == 0:  # remembered, so that propagation does not propose it again
                 obj["proposal"]["dismissed"] = [{"t": int(t), "box": box}]
-            else:  # the named object inherits the proposal's lineage
+            else:  # the named object inherits the proposal's lineage (never itself as parent:
+                # a daughter named with its parent's id is the parent going on)
                 gone = self.store.attrs["objects"].pop(str(pid))
-                self.store.ensure_object(k, parent=gone.get("parent"))
+                parent = gone.get("parent")
+                parent = None if parent == k else parent
+                self.store.ensure_object(k, parent=parent)
                 named = self.store.attrs["objects"][str(k)]
                 if named.get("parent") is None:
-                    named["parent"] = gone.get("parent")
+                    named["parent"] = parent
 
     def close(self) -> None:
         """Write pending attributes and drop prepared frames; the session's arrays stay readable."""
