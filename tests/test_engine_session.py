@@ -310,6 +310,37 @@ def test_a_dividing_object_gets_a_daughter_with_lineage():
     assert set(np.unique(np.asarray(s_rgb.propagate())[-1])) <= {0, 1}
 
 
+def test_daughters_named_after_a_division_are_not_carried_back_onto_the_parent():
+    """A cell whole up to frame 8 divides; the user labels it on frame 0 (id 1) and its
+    daughters on frame 11 (ids 2, 3).  Tracked back from frame 11 the daughters converge on
+    the parent; they must not take it over before the division (the nearest reference would
+    have them from frame 6 on)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    t_count, h, w = 12, 80, 100
+    frames = np.zeros((t_count, h, w), np.uint16)
+    gt = np.zeros((t_count, h, w), np.uint32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for t in range(t_count):
+        sep = max(0.0, (t - 8) * 4.0)  # whole up to frame 8, then two daughters moving apart
+        centres = [(40, 50)] if sep == 0 else [(40, 50 - 6 - sep), (40, 50 + 6 + sep)]
+        for k, (cy, cx) in enumerate(centres, start=1 if sep == 0 else 2):
+            m = (yy - cy) ** 2 / 10**2 + (xx - cx) ** 2 / (12 if sep == 0 else 8) ** 2 <= 1
+            gt[t][m] = k
+        img = 1000 + 300 * ndimage.gaussian_filter((gt[t] > 0).astype(float), 1.0)
+        frames[t] = (img + rng.normal(0, 10, (h, w))).astype(np.uint16)
+    s = Session(frames)
+    s.set_labels(0, gt[0])
+    s.set_labels(t_count - 1, gt[-1])
+    out = np.asarray(s.propagate())
+    for t in range(1, 9):
+        assert iou(out[t] == 1, gt[t] == 1) > 0.8, t  # the parent, whole
+        assert not np.isin(out[t], [2, 3]).any(), t  # no daughter before the division
+    for k in (2, 3):
+        assert iou(out[10] == k, gt[10] == k) > 0.7  # the daughters after it
+
+
 def test_a_custom_backend_slots_in(clip):
     from napari_ivoma.engine.backends import available_backends, register_backend
 

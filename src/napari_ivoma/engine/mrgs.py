@@ -91,6 +91,7 @@ class MRGSParams:
     fuse_still: bool = True      # where the two directions disagree, pixels still against the camera while the object moves are background
     still_moving: float = 1.5    # ... the object moves: 10th percentile of its residual motion above this (px)
     still_static: float = 0.5    # ... still: residual motion below this (px)
+    lineage_fusion: bool = True  # daughters tracked back from a later reference are not born while the parent is whole
 
 
 # --------------------------------------------------------------------------- soft masks
@@ -778,8 +779,16 @@ def _track_span(session, a: int | None, b: int | None, todo: list[int], flows: F
         w_fwd = (b - t) / (b - a)
         fused, agree = {}, 1.0
         residual = None
-        for oid in set(fwd) | set(state):
-            f, g = fwd.get(oid), state.get(oid)
+        bwd = dict(state)  # (the tracker's own state goes on unchanged)
+        unborn, parents = _unborn_daughters(session, fwd, bwd, set(fwd_areas), set(tracker.ref_areas)) \
+            if params.lineage_fusion else (set(), set())
+        for k in unborn:
+            del bwd[k]
+        for oid in set(fwd) | set(bwd):
+            f, g = fwd.get(oid), bwd.get(oid)
+            if oid in parents:  # the cell before its division: as the forward pass sees it
+                fused[oid] = f
+                continue
             iou_fg = _soft_iou(f, g)
             agree = min(agree, iou_fg)
             m = fuse_directions(f, g, w_fwd, in_refs=(oid in fwd_areas, oid in tracker.ref_areas),
@@ -793,6 +802,44 @@ def _track_span(session, a: int | None, b: int | None, todo: list[int], flows: F
             if m is not None:
                 fused[oid] = m
         yield t, merge_objects(fused, shape), agree
+
+
+def _unborn_daughters(session, fwd: dict[int, SoftMask], bwd: dict[int, SoftMask], on_a: set[int],
+                      on_b: set[int]) -> tuple[set[int], set[int]]:
+    """Objects tracked backward from reference b that are not born yet on this frame, and
+    the parents that stand for them.
+
+    A cell that divides between two references is one object on the earlier reference and its
+    daughters on the later one.  Tracked backward, the daughters converge onto the parent; by
+    temporal distance alone they would take it over half-way back.  A daughter (an object
+    absent on reference a) lying mostly inside an object that is on reference a but not on b
+    (the parent) is not born yet while the forward pass still sees that parent whole, i.e. has
+    not split a child off it -- provided it is a division: two such daughters, or the session
+    records the parent as its parent.  (One object renamed on reference b is not a division:
+    the usual fusion by temporal distance applies.)
+    """
+    newborn = [k for k in bwd if k not in on_a]
+    leaving = [p for p in fwd if p in on_a and p not in on_b]
+    if not newborn or not leaving:
+        return set(), set()
+    objects = session.objects
+    split_seen = {objects.get(c, {}).get("parent") for c in fwd if c not in on_a}
+    unborn: set[int] = set()
+    parents: set[int] = set()
+    for p in leaving:
+        if p in split_seen:
+            continue
+        inside = []
+        for k in newborn:
+            box = _union_box(fwd[p], bwd[k])
+            mk = _in_box(bwd[k], box) > 0.5
+            n = np.count_nonzero(mk)
+            if n and np.count_nonzero(mk & (_in_box(fwd[p], box) > 0.5)) > 0.5 * n:
+                inside.append(k)
+        if len(inside) >= 2 or any(objects.get(k, {}).get("parent") == p for k in inside):
+            unborn.update(inside)
+            parents.add(p)
+    return unborn, parents
 
 
 def _soft_iou(a: SoftMask | None, b: SoftMask | None) -> float:
