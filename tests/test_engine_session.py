@@ -271,22 +271,31 @@ def test_reliable_propagated_frames_become_automatic_references():
     assert all(s.references[t] == "user" for t in (0, 15, 29))
 
 
-def test_a_dividing_object_gets_a_daughter_with_lineage():
+def dividing_nucleus_clip(whole_until: int, speed: float, daughter_ids: tuple[int, int], seed: int,
+                          t_count: int = 12, h: int = 80, w: int = 100):
+    """A 16-bit clip of one nucleus (id 1), whole up to frame ``whole_until``, then two
+    daughters moving apart by ``speed`` px per frame.  Returns (frames, ground truth)."""
     from scipy import ndimage
 
-    rng = np.random.default_rng(3)
-    t_count, h, w = 12, 80, 100
+    rng = np.random.default_rng(seed)
     frames = np.zeros((t_count, h, w), np.uint16)
     gt = np.zeros((t_count, h, w), np.uint32)
     yy, xx = np.mgrid[0:h, 0:w]
     for t in range(t_count):
-        sep = max(0.0, (t - 3) * 3.0)  # one nucleus, dividing from frame 4 on
-        centres = [(40, 50)] if sep == 0 else [(40, 50 - 6 - sep), (40, 50 + 6 + sep)]
-        for k, (cy, cx) in enumerate(centres, start=1):
+        sep = max(0.0, (t - whole_until) * speed)
+        centres = [((40, 50), 1)] if sep == 0 else [((40, 50 - 6 - sep), daughter_ids[0]),
+                                                     ((40, 50 + 6 + sep), daughter_ids[1])]
+        for (cy, cx), k in centres:
             m = (yy - cy) ** 2 / 10**2 + (xx - cx) ** 2 / (12 if sep == 0 else 8) ** 2 <= 1
             gt[t][m] = k
         img = 1000 + 300 * ndimage.gaussian_filter((gt[t] > 0).astype(float), 1.0)
         frames[t] = (img + rng.normal(0, 10, (h, w))).astype(np.uint16)
+    return frames, gt
+
+
+def test_a_dividing_object_gets_a_daughter_with_lineage():
+    frames, gt = dividing_nucleus_clip(whole_until=3, speed=3.0, daughter_ids=(1, 2), seed=3)
+    t_count = len(frames)
     s = Session(frames)
     s.set_labels(0, gt[0])
     out = np.asarray(s.propagate())
@@ -315,21 +324,8 @@ def test_daughters_named_after_a_division_are_not_carried_back_onto_the_parent()
     daughters on frame 11 (ids 2, 3).  Tracked back from frame 11 the daughters converge on
     the parent; they must not take it over before the division (the nearest reference would
     have them from frame 6 on)."""
-    from scipy import ndimage
-
-    rng = np.random.default_rng(4)
-    t_count, h, w = 12, 80, 100
-    frames = np.zeros((t_count, h, w), np.uint16)
-    gt = np.zeros((t_count, h, w), np.uint32)
-    yy, xx = np.mgrid[0:h, 0:w]
-    for t in range(t_count):
-        sep = max(0.0, (t - 8) * 4.0)  # whole up to frame 8, then two daughters moving apart
-        centres = [(40, 50)] if sep == 0 else [(40, 50 - 6 - sep), (40, 50 + 6 + sep)]
-        for k, (cy, cx) in enumerate(centres, start=1 if sep == 0 else 2):
-            m = (yy - cy) ** 2 / 10**2 + (xx - cx) ** 2 / (12 if sep == 0 else 8) ** 2 <= 1
-            gt[t][m] = k
-        img = 1000 + 300 * ndimage.gaussian_filter((gt[t] > 0).astype(float), 1.0)
-        frames[t] = (img + rng.normal(0, 10, (h, w))).astype(np.uint16)
+    frames, gt = dividing_nucleus_clip(whole_until=8, speed=4.0, daughter_ids=(2, 3), seed=4)
+    t_count = len(frames)
     s = Session(frames)
     s.set_labels(0, gt[0])
     s.set_labels(t_count - 1, gt[-1])
