@@ -787,11 +787,11 @@ def _track_span(session, a: int | None, b: int | None, todo: list[int], flows: F
             del bwd[k]
         for oid in set(fwd) | set(bwd):
             f, g = fwd.get(oid), bwd.get(oid)
+            iou_fg = _soft_iou(f, g)
+            agree = min(agree, iou_fg)  # (0 for a parent: a frame next to a division is no extra sample)
             if oid in parents:  # the cell before its division: as the forward pass sees it
                 fused[oid] = f
                 continue
-            iou_fg = _soft_iou(f, g)
-            agree = min(agree, iou_fg)
             m = fuse_directions(f, g, w_fwd, in_refs=(oid in fwd_areas, oid in tracker.ref_areas),
                                 ref_areas=(fwd_areas.get(oid, 0), tracker.ref_areas.get(oid, 0)),
                                 lost_ratio=params.lost_ratio, min_score=params.min_score,
