@@ -180,22 +180,29 @@ class PixelClassifier:
         """:meth:`_grow` by the compiled kernel: the same random draws, made here in the same
         order, give the same trees bit for bit."""
         n, f = x.shape
-        k_try = self.n_try or max(1, int(round(np.sqrt(f))))
-        fs, ra, rb, u = [], [], [], []
-        for d in range(self.max_depth):
-            n_grp = self.n_trees * 2**d
-            for _ in range(k_try):
-                fs.append(rng.integers(0, f, n_grp))
-                ra.append(rng.random(n_grp))
-                rb.append(rng.random(n_grp))
-                u.append(rng.random(n_grp))
-        draws = (np.concatenate(fs).astype(np.int64), np.concatenate(ra), np.concatenate(rb), np.concatenate(u))
+        k_try = self._k_try(f)
+        tries = [t for level in self._draws(rng, f) for t in level]
+        draws = tuple(np.concatenate([t[i] for t in tries]) for i in range(4))
         # contiguous arrays and plain ints: the types the kernels were compiled for (others
         # would make numba compile a new version in the middle of a stroke)
         feat, thr, end_tot, end_pos = _tree_kernels.grow(
             np.ascontiguousarray(x.T), np.ascontiguousarray(y, np.float64), np.ascontiguousarray(w, np.float64),
             int(self.n_trees), int(self.max_depth), int(self.min_leaf), int(k_try), draws)
         return feat, thr, self._leaf_probabilities(end_tot, end_pos, n)
+
+    def _k_try(self, n_features: int) -> int:
+        return self.n_try or max(1, int(round(np.sqrt(n_features))))
+
+    def _draws(self, rng: np.random.Generator, n_features: int) -> list[list[tuple[np.ndarray, ...]]]:
+        """The random draws of every level and try, in the order both growers use them: per
+        node, a feature and three uniforms (the two samples a threshold lies between, and
+        where between them)."""
+        out = []
+        for d in range(self.max_depth):
+            n_grp = self.n_trees * 2**d
+            out.append([(rng.integers(0, n_features, n_grp), rng.random(n_grp), rng.random(n_grp),
+                         rng.random(n_grp)) for _ in range(self._k_try(n_features))])
+        return out
 
     def _leaf_probabilities(self, end_tot: np.ndarray, end_pos: np.ndarray, n: int) -> np.ndarray:
         prior_w = 0.5 / max(n, 1)  # a little smoothing toward 0.5
@@ -207,7 +214,7 @@ class PixelClassifier:
         thresholds and leaf probabilities."""
         n, f = x.shape
         t_n, depth = self.n_trees, self.max_depth
-        k_try = self.n_try or max(1, int(round(np.sqrt(f))))
+        draws = self._draws(rng, f)
         n_nodes = 2 ** (depth + 1) - 1
         feat = np.zeros((t_n, n_nodes), np.int32)
         thr = np.full((t_n, n_nodes), np.inf, np.float32)
@@ -245,9 +252,7 @@ class PixelClassifier:
             best_score = np.full(n_grp, np.inf)
             best_f = np.zeros(n_grp, np.int32)
             best_t = np.full(n_grp, np.inf, np.float32)
-            for _ in range(k_try):
-                fs = rng.integers(0, f, n_grp)
-                ra, rb, u = rng.random(n_grp), rng.random(n_grp), rng.random(n_grp)
+            for fs, ra, rb, u in draws[d]:
                 if len(order):
                     a = samp_f[order[np.minimum(start + (ra * cnt).astype(np.int64), last)]]
                     b = samp_f[order[np.minimum(start + (rb * cnt).astype(np.int64), last)]]
