@@ -26,7 +26,6 @@ The steps of Le et al. (AAAI-21), in order, as functions of this module:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import zlib
@@ -823,9 +822,7 @@ def _unborn_daughters(session, fwd: dict[int, SoftMask], bwd: dict[int, SoftMask
     leaving = [p for p in fwd if p in on_a and p not in on_b]
     if not newborn or not leaving:
         return set(), set()
-    lock = getattr(session, "_id_lock", None)  # other spans' passes may be adding daughters
-    with lock if lock is not None else contextlib.nullcontext():
-        objects = session.objects
+    objects = session.objects
     split_seen = {objects.get(c, {}).get("parent") for c in fwd if c not in on_a}
     unborn: set[int] = set()
     parents: set[int] = set()

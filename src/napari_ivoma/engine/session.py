@@ -100,7 +100,8 @@ class Session:
     @property
     def objects(self) -> dict[int, dict]:
         """Object table: id -> {name, colour, parent}."""
-        return self.store.objects
+        with self._id_lock:  # propagation threads may be adding objects (daughters, proposals)
+            return self.store.objects
 
     @property
     def proposals(self) -> dict[int, tuple[int, int]]:
