@@ -68,10 +68,10 @@ class CPSMParams:
     min_start_share : float
         Colour frames, stroked objects without a prior mask: a higher lower bound, this share of
         the frame's shorter side (with a prior, its area gives the object's size; for a click,
-        the blob under it).  A stroke
-        through the middle of a compact object is short for the object's size (sample clip's
-        plaid disc: stroke 22 px long, object 45 x 64 px; background started inside it, J
-        0.12; natural sample clip round 1, 5 frames: J 0.485 -> 0.771 with 0.1).  DAVIS
+        the blob under it).  A stroke through the middle of a compact object is short for the
+        object's size (sample clip's plaid disc: stroke 22 px long, object 45 x 64 px;
+        background started inside it, J 0.12; natural sample clip round 1, 5 frames: J 0.485 ->
+        0.771 with 0.1).  DAVIS
         objects are large and their strokes long: unchanged (applied to corrections too, it
         changed a car-shadow correction: AUC 0.760 -> 0.745).  Grey frames (touching nuclei)
         keep ``min_start``.
@@ -594,7 +594,7 @@ def _object_scales(
     starts: dict[int, float] = {}
     centres: dict[int, np.ndarray] = {}
     exts: dict[int, float] = {}
-    guess = p.min_start_share * min(light.shape) if colour else 0.0
+    sized: set[int] = set()  # objects whose prior mask tells their size
     for k in ids:
         cand = [p.min_start]
         ys, xs = np.nonzero(strokes == k)
@@ -606,6 +606,7 @@ def _object_scales(
         area = int((prior == k).sum())
         if area:
             cand.append(p.prior_scale * np.sqrt(area / np.pi))
+            sized.add(k)
         starts[k] = float(max(cand))
     radii: dict[int, float] = {}
     if centres:
@@ -613,12 +614,12 @@ def _object_scales(
         rs = _blob_radii(light, np.array([centres[k] for k in keys]))
         for k, r in zip(keys, rs):
             # clicks and short strokes on a blob: the blob's scale tells the object's extent
-            if exts[k] < 2.0 * float(r) and not (prior == k).any():
+            if exts[k] < 2.0 * float(r) and k not in sized:
                 radii[k] = float(r)
                 starts[k] = max(starts[k], p.click_scale * float(r))
-    for k in ids:  # a stroke, nothing else, tells the object's size: not smaller than a guess
-        if k not in radii and k in exts and not (prior == k).any():
-            starts[k] = max(starts[k], guess)
+    guess = p.min_start_share * min(light.shape) if colour else 0.0
+    for k in exts.keys() - radii.keys() - sized:  # a stroke, nothing else, tells the size
+        starts[k] = max(starts[k], guess)
     return starts, radii
 
 
