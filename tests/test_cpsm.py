@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_ivoma.engine.appearance import MemoryPool, PixelClassifier, pixel_features
-from napari_ivoma.engine.cpsm import CPSMParams, rasterize_control_points, scribbles_to_mask
+from napari_ivoma.engine.cpsm import CPSMParams, distrusted_prior, rasterize_control_points, scribbles_to_mask
 from napari_ivoma.engine.scribbles import NO_LABEL, Scribble
 
 
@@ -409,3 +409,22 @@ def test_motion_on_a_large_grey_frame_goes_through_the_shrunk_path():
     motion[disc] = (3.0, 0.0, 3.0, -3.0, 0.0, 3.0)  # moves rigidly against a still background
     out = scribbles_to_mask(img, [Scribble(1, np.array([[200.0, 160.0], [200.0, 240.0]]))], motion=motion)
     assert ((out == 1) & disc).sum() / ((out == 1) | disc).sum() > 0.9
+
+
+def test_correction_distrusts_the_prior_only_on_the_side_a_stroke_speaks_for():
+    prior = np.zeros((40, 60), bool)
+    prior[10:30, 10:30] = True
+    fg_stroke = np.zeros_like(prior)
+    fg_stroke[20, 32:40] = True  # adds a missed part right of the object
+    bg_stroke = np.zeros_like(prior)
+    bg_stroke[12, 12:20] = True  # removes a leak inside the object
+    d = distrusted_prior(prior, fg_stroke, bg_stroke, zone=5.0)
+    # next to the object stroke: background is in doubt, the object is not
+    assert d[20, 41] and not d[20, 29]
+    # next to the background stroke: object pixels are in doubt, background is not
+    assert d[14, 15] and not d[7, 15]
+    # far from both strokes nothing is in doubt
+    assert not d[28, 12] and not d[35, 55]
+    # no strokes of one kind: nothing in doubt on that side
+    none = np.zeros_like(prior)
+    assert not distrusted_prior(prior, none, none, 5.0).any()
