@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from napari_ivoma.engine.appearance import MemoryPool, PixelClassifier, pixel_features
-from napari_ivoma.engine.cpsm import CPSMParams, distrusted_prior, rasterize_control_points, scribbles_to_mask
+from napari_ivoma.engine.cpsm import (
+    CPSMParams,
+    distrusted_prior,
+    rasterize_control_points,
+    scribbles_to_mask,
+)
 from napari_ivoma.engine.scribbles import NO_LABEL, Scribble
 
 
