@@ -395,6 +395,19 @@ def test_a_custom_backend_slots_in(clip):
         Session(frames, params={"no_such_knob": 1})
 
 
+def test_every_engine_parameter_reaches_the_stage_it_names():
+    from dataclasses import fields
+
+    from napari_ivoma.engine.backends import ClassicalBackend
+    from napari_ivoma.engine.cpsm import CPSMParams
+    from napari_ivoma.engine.mrgs import MRGSParams
+
+    # one name, one stage: a key shared by both would silently set only one of them
+    assert not {f.name for f in fields(CPSMParams)} & {f.name for f in fields(MRGSParams)}
+    be = ClassicalBackend({"smooth": 3.0, "band_smooth": 1.5})
+    assert be.cpsm_params.smooth == 3.0 and be.mrgs_params.band_smooth == 1.5
+
+
 def test_a_stroke_of_a_new_id_inside_an_object_renames_it(clip):
     frames, gt = clip
     s = Session(frames)

@@ -67,7 +67,7 @@ class MRGSParams:
     band_motion: float = 0.3     # the band widens by this share of the object's motion (up to 2x)
     warp_weight: float = 2.0     # log-odds of the spatial prior at `band` px inside the warped outline
     appearance_weight: float = 1.0
-    smooth: float = 2.0          # weight of the contrast-sensitive smoothness of the cut
+    band_smooth: float = 2.0     # weight of the contrast-sensitive smoothness of the band cut (CPSM has its own `smooth`)
     hist_bins: int = 16          # colour histogram bins per channel (grey: 4x as many)
     min_area: int = 12           # an object smaller than this (px) has vanished
     max_cut_pixels: int = 20000  # larger regions of interest are cut at a lower resolution
@@ -346,7 +346,7 @@ def _band_cut(warped: np.ndarray, image: np.ndarray, qimage: np.ndarray, model: 
     u_bg = np.logaddexp(0, logit).astype(np.float32)
     u_fg[hard_bg] = 1e6
     u_bg[hard_fg] = 1e6
-    return cut(u_fg, u_bg, image, params.smooth, ~(hard_fg | hard_bg))
+    return cut(u_fg, u_bg, image, params.band_smooth, ~(hard_fg | hard_bg))
 
 
 def split_object(mask: SoftMask, min_share: float) -> list[SoftMask]:
