@@ -8,7 +8,7 @@ import pytest
 from napari_ivoma.engine.appearance import MemoryPool, PixelClassifier, pixel_features
 from napari_ivoma.engine.cpsm import (
     CPSMParams,
-    distrusted_prior,
+    _distrusted_prior,
     rasterize_control_points,
     scribbles_to_mask,
 )
@@ -423,7 +423,7 @@ def test_correction_distrusts_the_prior_only_on_the_side_a_stroke_speaks_for():
     fg_stroke[20, 32:40] = True  # adds a missed part right of the object
     bg_stroke = np.zeros_like(prior)
     bg_stroke[12, 12:20] = True  # removes a leak inside the object
-    d = distrusted_prior(prior, fg_stroke, bg_stroke, zone=5.0)
+    d = _distrusted_prior(prior, fg_stroke, bg_stroke, zone=5.0)
     # next to the object stroke: background is in doubt, the object is not
     assert d[20, 41] and not d[20, 29]
     # next to the background stroke: object pixels are in doubt, background is not
@@ -432,4 +432,4 @@ def test_correction_distrusts_the_prior_only_on_the_side_a_stroke_speaks_for():
     assert not d[28, 12] and not d[35, 55]
     # no strokes of one kind: nothing in doubt on that side
     none = np.zeros_like(prior)
-    assert not distrusted_prior(prior, none, none, 5.0).any()
+    assert not _distrusted_prior(prior, none, none, 5.0).any()

@@ -515,7 +515,7 @@ def _segment_coarse(
     return out
 
 
-def distrusted_prior(prior_fg: np.ndarray, new_fg: np.ndarray, new_bg: np.ndarray, zone: float) -> np.ndarray:
+def _distrusted_prior(prior_fg: np.ndarray, new_fg: np.ndarray, new_bg: np.ndarray, zone: float) -> np.ndarray:
     """Pixels of a correction round where the prior mask is not trusted.
 
     A new background stroke says the object pixels near it (within ``zone``) may be wrong, a
@@ -723,7 +723,7 @@ def _segment(
     if prior.any() and new_mask.any():
         area = max(int(prior_fg.sum()), 1)
         zone = max(p.min_start, p.distrust * np.sqrt(area / np.pi))
-        distrust = crop(distrusted_prior(prior_fg, new_mask & (strokes > 0), new_mask & (strokes == 0), zone))
+        distrust = crop(_distrusted_prior(prior_fg, new_mask & (strokes > 0), new_mask & (strokes == 0), zone))
 
     still = None if motion is None else _still_pixels(motion[roi], crop(obj_strokes), p)
 
