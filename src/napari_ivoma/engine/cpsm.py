@@ -111,10 +111,6 @@ class CPSMParams:
     n_samples : int
         Samples per kind (strokes, automatic background, prior, ...) per round (1000 measured
         alike within the seed-to-seed spread, see BENCHMARKS.md).
-    n_samples_correction : int
-        The same on a frame that already has a mask (the memory pool and the prior carry most of
-        the evidence there): 1000 instead of 1500 makes a correction ~10% faster at the same J
-        (105 recorded DAVIS corrections: 0.846 -> 0.845), where round 1 would lose 0.004.
     memory_weight : float
         Total weight of memory-pool samples relative to this frame's samples.
     memory_samples : int
@@ -192,7 +188,6 @@ class CPSMParams:
     distrust: float = 0.4
     self_train: int = 1
     n_samples: int = 1500
-    n_samples_correction: int = 1000
     memory_weight: float = 0.5
     memory_samples: int = 4000
     n_trees: int = 16
@@ -734,8 +729,6 @@ def _segment(
 
     mem_x, mem_y = memory.samples() if memory is not None and len(memory) else (None, None)
 
-    n = p.n_samples_correction if prior.any() else p.n_samples
-
     # training samples (indices into the ROI) and weights
     def samples(pos_extra: np.ndarray | None, neg_extra: np.ndarray | None):
         xs, ys, ws = [], [], []
@@ -748,30 +741,30 @@ def _segment(
                 wi = np.full(len(idx), 1.0, np.float32) if per_pixel is None else per_pixel.ravel()[idx]
                 ws.append(weight * wi / max(float(wi.sum()), 1e-6))
 
-        add(pos_mask, 1, n, 1.0)
+        add(pos_mask, 1, p.n_samples, 1.0)
         if novel is not None and pos_extra is None:
-            add(novel, 1, n, p.novel_weight)
-        add(neg_user, 0, n, 1.0)
+            add(novel, 1, p.n_samples, p.novel_weight)
+        add(neg_user, 0, p.n_samples, 1.0)
         if p.new_weight > 0 and prior_c.any():
             # the new strokes are the user's latest word: their pixels count extra
-            add(new_c & pos_mask, 1, n, p.new_weight)
-            add(new_c & neg_user, 0, n, p.new_weight)
+            add(new_c & pos_mask, 1, p.n_samples, p.new_weight)
+            add(new_c & neg_user, 0, p.n_samples, p.new_weight)
         # automatic background: trusted more the farther it is from the objects
         auto_w = p.auto_weight * (0.3 if user_bg.any() else 1.0) * (0.3 if mem_pos else 1.0)
         ramp = np.clip((pen_c - 1.0) / p.ramp, 0.05, 1.0)
-        add(ring, 0, n // 2, 0.6 * auto_w, ramp)
-        add(far_c & ~ring, 0, n // 2, 0.4 * auto_w, ramp)
+        add(ring, 0, p.n_samples // 2, 0.6 * auto_w, ramp)
+        add(far_c & ~ring, 0, p.n_samples // 2, 0.4 * auto_w, ramp)
         if prior_c.any():
             inner = cv2.erode(prior_c.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-            add(inner & ~distrust & ~unlike_prior, 1, n, 0.7)
+            add(inner & ~distrust & ~unlike_prior, 1, p.n_samples, 0.7)
             near_bg = ~prior_c & ~far_c & (pen_c < 1.0) & ~crop(fixed) & ~pos_mask
-            add(near_bg, 0, n // 2, 0.5)
+            add(near_bg, 0, p.n_samples // 2, 0.5)
         if still is not None:  # the object moves, these pixels do not: background
-            add((still >= 1.0) & ~pos_mask & crop(allowed), 0, n, 1.0)
+            add((still >= 1.0) & ~pos_mask & crop(allowed), 0, p.n_samples, 1.0)
         if pos_extra is not None:
-            add(pos_extra, 1, n, 1.0)
+            add(pos_extra, 1, p.n_samples, 1.0)
         if neg_extra is not None:
-            add(neg_extra, 0, n, 1.0)
+            add(neg_extra, 0, p.n_samples, 1.0)
         if mem_x is not None:
             mx, my = mem_x, mem_y
             if len(my) > p.memory_samples:  # a bounded random share: the cost stays flat over rounds
