@@ -71,10 +71,9 @@ class CPSMParams:
         the blob under it).  A stroke through the middle of a compact object is short for the
         object's size (sample clip's plaid disc: stroke 22 px long, object 45 x 64 px;
         background started inside it, J 0.12; natural sample clip round 1, 5 frames: J 0.485 ->
-        0.771 with 0.1).  DAVIS
-        objects are large and their strokes long: unchanged (applied to corrections too, it
-        changed a car-shadow correction: AUC 0.760 -> 0.745).  Grey frames (touching nuclei)
-        keep ``min_start``.
+        0.771 with 0.1).  DAVIS objects are large and their strokes long: unchanged (applied to
+        corrections too, it changed a car-shadow correction: AUC 0.760 -> 0.745).  Grey frames
+        (touching nuclei) keep ``min_start``.
     auto_weight : float
         Weight of the automatic background samples (x 0.3 when the user drew background).
     ramp : float

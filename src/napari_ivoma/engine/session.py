@@ -474,12 +474,10 @@ class Session:
                 obj["proposal"]["dismissed"] = [{"t": int(t), "box": box}]
             else:  # the named object inherits the proposal's lineage (never itself as parent:
                 # a daughter named with its parent's id is the parent going on)
-                gone = self.store.attrs["objects"].pop(str(pid))
-                parent = gone.get("parent")
-                parent = None if parent == k else parent
-                self.store.ensure_object(k, parent=parent)
+                parent = self.store.attrs["objects"].pop(str(pid)).get("parent")
+                self.store.ensure_object(k)
                 named = self.store.attrs["objects"][str(k)]
-                if named.get("parent") is None:
+                if named.get("parent") is None and parent != k:
                     named["parent"] = parent
 
     def close(self) -> None:
