@@ -39,7 +39,7 @@ def test_layout_and_resume(tmp_path):
     assert attrs["provenance"]["fingerprint"]["shape"] == [5, 16, 20]
     assert attrs["provenance"]["source"] == "x.mp4"
     again = MaskStore(path, 5, 16, 20, fingerprint=fp)
-    assert again.references[2]["scribbles"][0]["object_id"] == 3
+    assert again.reference_scribbles(2)[0]["object_id"] == 3
     assert np.all(again.read(2) == 3)
 
 
@@ -102,6 +102,57 @@ def test_undo_restores_frames_and_state(tmp_path):
     assert resumed.read(1).max() == 0 and not resumed.references
     with pytest.raises(RuntimeError, match="nothing to undo"):
         resumed.undo()
+
+
+def _stroke(oid, n=50):
+    return {"object_id": oid, "points": [[float(i), float(i)] for i in range(n)]}
+
+
+def test_undo_history_stores_each_scribble_set_once(tmp_path):
+    # twenty undo steps used to copy every reference's strokes: the attributes (rewritten at
+    # every action) grew with references x steps
+    s = MaskStore(tmp_path / "m.zarr", 40, 8, 8)
+    for t in range(30):
+        s.begin_step("add_scribbles", t)
+        s.set_reference(t, "user", [_stroke(1), _stroke(0)])
+        s.flush_attrs()
+    attrs = zarr.open_group(str(tmp_path / "m.zarr"), mode="r").attrs[ATTR_KEY]
+    assert len(attrs["undo"]) == 20
+    assert len(attrs["scribbles"]) == 30  # one set per reference; undo steps point at them
+    assert all(isinstance(r["scribbles"], str) for r in attrs["references"].values())
+    # undo restores the strokes a frame had before the step
+    s.begin_step("add_scribbles", 29)
+    s.set_reference(29, "user", [_stroke(1), _stroke(0), _stroke(2, 3)])
+    s.flush_attrs()
+    assert len(s.reference_scribbles(29)) == 3
+    s.undo()
+    assert [d["object_id"] for d in s.reference_scribbles(29)] == [1, 0]
+    assert len(s.attrs["scribbles"]) == 30  # the undone set is forgotten
+    resumed = MaskStore(tmp_path / "m.zarr", 40, 8, 8)
+    assert len(resumed.reference_scribbles(29)) == 2 and resumed.reference_scribbles(39) == []
+
+
+def test_format_1_store_is_read_and_upgraded(tmp_path):
+    # format 1 kept the strokes inside each reference and each undo step's copy of it
+    path = tmp_path / "old.zarr"
+    s = MaskStore(path, 4, 8, 8)
+    s.write(1, np.ones((8, 8), np.uint32))
+    strokes = [_stroke(1, 3)]
+    old = {"format": 1, "objects": {"1": {"name": "cell", "colour": "#e6194b", "parent": None}},
+           "references": {"1": {"kind": "user", "revision": 2, "scribbles": strokes + [_stroke(0, 2)]},
+                          "3": {"kind": "auto", "revision": 3, "scribbles": []}},
+           "revision": 3, "undo_counter": 1, "provenance": {},
+           "undo": [{"action": "add_scribbles", "t": 1, "id": 1, "frames": [], "empty": [],
+                     "state": {"objects": {}, "references": {"1": {"kind": "user", "revision": 1,
+                                                                   "scribbles": strokes}}}}]}
+    zarr.open_group(str(path), mode="r+").attrs[ATTR_KEY] = old
+    r = MaskStore(path, 4, 8, 8)
+    assert [d["object_id"] for d in r.reference_scribbles(1)] == [1, 0]
+    assert r.reference_scribbles(3) == [] and r.references[3]["kind"] == "auto"
+    assert r.attrs["format"] == 2
+    r.undo()
+    assert r.reference_scribbles(1) == strokes and sorted(r.references) == [1]
+    assert zarr.open_group(str(path), mode="r").attrs[ATTR_KEY]["format"] == 2
 
 
 def test_write_labels_store_round_trip_and_no_overwrite(tmp_path):

@@ -84,12 +84,11 @@ def _densify(points: np.ndarray, step: float = 0.5) -> np.ndarray:
         return points.copy()
     seg = np.diff(points, axis=0)
     seglen = np.hypot(seg[:, 0], seg[:, 1])
-    out = [points[:1]]
-    for p0, d, L in zip(points[:-1], seg, seglen):
-        n = max(int(np.ceil(L / step)), 1)
-        t = (np.arange(1, n + 1) / n)[:, None]
-        out.append(p0 + t * d)
-    return np.concatenate(out, axis=0)
+    n = np.maximum(np.ceil(seglen / step).astype(np.int64), 1)  # points per segment
+    which = np.repeat(np.arange(len(seg)), n)
+    k = np.arange(1, which.size + 1) - np.repeat(np.cumsum(n) - n, n)  # 1..n within each segment
+    t = (k / n[which])[:, None]
+    return np.concatenate([points[:1], points[:-1][which] + t * seg[which]], axis=0)
 
 
 def clip_scribble(scribble: Scribble, shape: tuple[int, int]) -> Scribble | None:

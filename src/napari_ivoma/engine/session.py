@@ -121,8 +121,7 @@ class Session:
 
     def scribbles(self, t: int) -> list[Scribble]:
         """All scribbles given on frame ``t`` (drawing order)."""
-        ref = self.store.references.get(int(t))
-        return [Scribble.from_dict(d) for d in (ref or {}).get("scribbles", [])]
+        return [Scribble.from_dict(d) for d in self.store.reference_scribbles(t)]
 
     def image(self, t: int) -> np.ndarray:
         """Frame ``t`` as (H, W, C) float32 in [0, 1] (small LRU cache)."""
@@ -355,8 +354,7 @@ class Session:
             self.store.write(t, arr, previous=previous)
             for oid in np.unique(arr):
                 self.store.ensure_object(int(oid))
-            old = self.store.references.get(t, {})
-            self.store.set_reference(t, "user", old.get("scribbles", []))
+            self.store.set_reference(t, "user", keep_scribbles=True)
             self.store.flush_attrs()
             self.memory.add(t, self.image(t), arr)
 

@@ -12,12 +12,20 @@ Layout (zarr v3 group)::
 
 Group attributes ``ivoma``::
 
-    format: 1
+    format: 2
     objects:    {"<id>": {"name", "colour", "parent"}}
-    references: {"<t>": {"kind": "user" | "auto", "revision", "scribbles": [{"object_id", "points"}]}}
+    references: {"<t>": {"kind": "user" | "auto", "revision", "scribbles": "<key>" | null}}
+    scribbles:  {"<key>": [{"object_id", "points": "r,c r,c ..."}]}: the scribbles of each user
+                reference (all strokes given on that frame, drawing order; points as one string of
+                "row,col" pairs, which zarr writes ~25x faster than nested lists), written once per
+                change and shared by the reference and the undo steps that remember it (so the
+                undo history does not copy every stroke twenty times)
     revision:   global counter, bumped whenever a reference changes
     undo:       [{"action", "t", "frames": [...], "empty": [...], "state": {objects, references}}]
                 (oldest first)
+
+Format 1 kept the scribbles inside each reference (and each undo step's copy of it); such a store
+is read as it is and written back as format 2.
     provenance: {"engine_version", "params", "source", "fingerprint": {"shape", "dtype", "sampled_hash"}}
 """
 
@@ -44,7 +52,7 @@ __all__ = [
 ]
 
 LABEL_DTYPE = np.uint32
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ATTR_KEY = "ivoma"
 #: colours for object ids (cycled); napari shows its own colours but the table keeps these
 PALETTE = [
@@ -156,8 +164,8 @@ class MaskStore:
                                 dtype=np.int64, fill_value=-1)
         prov = dict(provenance or {})
         prov["fingerprint"] = fingerprint
-        self._attrs = {"format": FORMAT_VERSION, "objects": {}, "references": {}, "revision": 0,
-                       "undo": [], "undo_counter": 0, "provenance": prov}
+        self._attrs = {"format": FORMAT_VERSION, "objects": {}, "references": {}, "scribbles": {},
+                       "revision": 0, "undo": [], "undo_counter": 0, "provenance": prov}
         self.flush_attrs()
 
     def _resume(self, shape, fingerprint) -> None:
@@ -170,7 +178,7 @@ class MaskStore:
         if not os.access(p, os.W_OK):
             raise PermissionError(f"the mask store {p} is not writable")
         self.group = zarr.open_group(str(p), mode="r+")
-        self._attrs = copy.deepcopy(dict(self.group.attrs[ATTR_KEY]))
+        self._attrs = _upgraded(copy.deepcopy(dict(self.group.attrs[ATTR_KEY])))
         have = tuple(self.group["labels"].shape)
         stored_fp = self._attrs.get("provenance", {}).get("fingerprint")
         if have != shape:
@@ -191,7 +199,17 @@ class MaskStore:
 
     def flush_attrs(self) -> None:
         """Write the attributes (objects, references, undo, provenance) to the store."""
+        self._forget_unused_scribbles()
         self.group.attrs[ATTR_KEY] = json.loads(json.dumps(self._attrs))
+
+    def _forget_unused_scribbles(self) -> None:
+        """Drop scribble sets that neither a reference nor an undo step refers to."""
+        table = self._attrs["scribbles"]
+        used = {r.get("scribbles") for r in self._attrs["references"].values()}
+        for step in self._attrs["undo"]:
+            used.update(r.get("scribbles") for r in step["state"]["references"].values())
+        for key in [k for k in table if k not in used]:
+            del table[key]
 
     # ------------------------------------------------------------------ state
     @property
@@ -213,12 +231,28 @@ class MaskStore:
     def references(self) -> dict[int, dict]:
         return {int(k): v for k, v in self._attrs["references"].items()}
 
-    def set_reference(self, t: int, kind: str, scribbles: list[dict] | None = None) -> int:
+    def set_reference(self, t: int, kind: str, scribbles: list[dict] | None = None,
+                      keep_scribbles: bool = False) -> int:
+        """Make frame ``t`` a reference of ``kind`` ("user" or "auto") with ``scribbles`` (the
+        dicts of :meth:`Scribble.to_dict`), or with the scribbles it has when ``keep_scribbles``.
+        Returns the new revision."""
+        old = self._attrs["references"].get(str(int(t)), {}).get("scribbles")
         self._attrs["revision"] += 1
         rev = self._attrs["revision"]
-        self._attrs["references"][str(int(t))] = {"kind": kind, "revision": rev,
-                                                  "scribbles": scribbles or []}
+        key = None
+        if keep_scribbles:
+            key = old
+        elif scribbles:
+            key = str(rev)
+            self._attrs["scribbles"][key] = [_packed(d) for d in scribbles]
+        self._attrs["references"][str(int(t))] = {"kind": kind, "revision": rev, "scribbles": key}
         return rev
+
+    def reference_scribbles(self, t: int) -> list[dict]:
+        """The scribbles of reference frame ``t`` (dicts of :meth:`Scribble.to_dict`); ``[]``
+        when ``t`` is not a reference or has none."""
+        key = self._attrs["references"].get(str(int(t)), {}).get("scribbles")
+        return [_unpacked(d) for d in self._attrs["scribbles"].get(key, [])] if key is not None else []
 
     def remove_reference(self, t: int) -> None:
         self._attrs["references"].pop(str(int(t)), None)
@@ -291,6 +325,49 @@ class MaskStore:
         self._drop_undo_arrays(step["id"])
         self.flush_attrs()
         return step
+
+
+def _packed(stroke: dict) -> dict:
+    """A scribble dict with its points as one "row,col row,col ..." string (2 decimals)."""
+    pts = np.round(np.asarray(stroke["points"], dtype=float).reshape(-1, 2), 2)
+    return {"object_id": int(stroke["object_id"]),
+            "points": " ".join(f"{float(r)!r},{float(c)!r}" for r, c in pts)}
+
+
+def _unpacked(stroke: dict) -> dict:
+    """Inverse of :func:`_packed`: points as a list of [row, col]."""
+    pts = stroke["points"]
+    if isinstance(pts, str):
+        pts = [[float(v) for v in pair.split(",")] for pair in pts.split()]
+    return {"object_id": int(stroke["object_id"]), "points": pts}
+
+
+def _upgraded(attrs: dict) -> dict:
+    """Attributes of an older format in the current one (format 1 kept each reference's
+    scribbles inside it, and inside every undo step's copy of it)."""
+    if attrs.get("format", 1) >= 2:
+        return attrs
+    table: dict[str, list] = {}
+    index: dict[str, str] = {}
+
+    def move(refs: dict) -> None:
+        for ref in refs.values():
+            strokes = ref.get("scribbles") or []
+            if not strokes:
+                ref["scribbles"] = None
+                continue
+            text = json.dumps(strokes, sort_keys=True)
+            if text not in index:  # the same strokes in several undo copies are stored once
+                index[text] = f"v1-{len(index)}"
+                table[index[text]] = [_packed(d) for d in strokes]
+            ref["scribbles"] = index[text]
+
+    move(attrs.get("references", {}))
+    for step in attrs.get("undo", []):
+        move(step.get("state", {}).get("references", {}))
+    attrs["scribbles"] = table
+    attrs["format"] = FORMAT_VERSION
+    return attrs
 
 
 def write_labels_store(path: str | os.PathLike, labels: Any, fingerprint: dict | None = None,
