@@ -104,6 +104,25 @@ def test_undo_restores_frames_and_state(tmp_path):
         resumed.undo()
 
 
+def test_write_frames_is_undone_like_single_writes(tmp_path):
+    s = MaskStore(tmp_path / "m.zarr", 6, 8, 8)
+    before = np.zeros((6, 8, 8), np.uint32)
+    before[1:4] = 5  # frames 1-3 hold object 5, frame 4 is empty
+    for t in range(6):
+        s.write(t, before[t])
+    s.begin_step("add_scribbles", 2)
+    s.write(2, np.full((8, 8), 7, np.uint32))  # the action's own frame, saved first
+    new = {t: (np.where(before[t] == 5, 9, 1).astype(np.uint32), before[t]) for t in (1, 2, 3, 4)}
+    s.write_frames(new)
+    assert [s.read(t).max() for t in range(6)] == [0, 9, 9, 9, 1, 0]
+    s.flush_attrs()
+    resumed = MaskStore(tmp_path / "m.zarr", 6, 8, 8)
+    resumed.undo()
+    for t in range(6):
+        np.testing.assert_array_equal(resumed.read(t), before[t])
+    assert "undo" not in resumed.group or not list(resumed.group["undo"].keys())
+
+
 def _stroke(oid, n=50):
     return {"object_id": oid, "points": [[float(i), float(i)] for i in range(n)]}
 

@@ -459,13 +459,18 @@ class Session:
             for u in range(first, last + 1):
                 if u != t:
                     frames.setdefault(u, {})[pid] = k
-        for u in sorted(frames):
-            lab = self.store.read(u)
-            renamed = lab.copy()
-            for pid, k in frames[u].items():
-                renamed[lab == pid] = k
-            if not np.array_equal(renamed, lab):
-                self.store.write(u, renamed, previous=lab)
+        changed = {}
+        if frames:
+            lo, hi = min(frames), max(frames)
+            stack = np.asarray(self.store.labels[lo:hi + 1])  # one zarr call, not one per frame
+            for u in sorted(frames):
+                lab = stack[u - lo]
+                lut = np.arange(max(int(lab.max()), max(frames[u])) + 1, dtype=LABEL_DTYPE)
+                lut[list(frames[u])] = list(frames[u].values())
+                renamed = lut[lab]
+                if not np.array_equal(renamed, lab):
+                    changed[u] = (renamed, lab)
+        self.store.write_frames(changed)
         for pid, (k, box) in claims.items():
             obj = self.store.attrs["objects"][str(pid)]
             if k == 0:  # remembered, so that propagation does not propose it again

@@ -7,8 +7,10 @@ Layout (zarr v3 group)::
       labels/              (T, H, W) uint32, one chunk per frame, zstd-compressed
       computed_from/       (T, 4) int64: the references each frame was propagated from
                            (previous ref t, its revision, next ref t, its revision; -1 = none)
-      undo/<n>/            per undo step: previous labels of the frames that step changed
-                           (frames that were empty are only listed, under "empty")
+      undo/<n>/            per undo step: previous labels of the frames that step changed, one
+                           array per frame ("<t>") or per batch written at once ("b<k>", frames
+                           listed under "batches"); frames that were empty are only listed,
+                           under "empty"
 
 Group attributes ``ivoma``::
 
@@ -21,7 +23,8 @@ Group attributes ``ivoma``::
                 change and shared by the reference and the undo steps that remember it (so the
                 undo history does not copy every stroke twenty times)
     revision:   global counter, bumped whenever a reference changes
-    undo:       [{"action", "t", "frames": [...], "empty": [...], "state": {objects, references}}]
+    undo:       [{"action", "t", "frames": [...], "empty": [...], "batches": {"b<k>": [t, ...]},
+                  "state": {objects, references}}]
                 (oldest first)
 
 Format 1 kept the scribbles inside each reference (and each undo step's copy of it); such a store
@@ -267,6 +270,39 @@ class MaskStore:
         self._save_for_undo(t, previous)
         self.labels[int(t)] = np.asarray(labels, dtype=LABEL_DTYPE)
 
+    def write_frames(self, frames: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Write several frames at once: ``{t: (labels, previous labels)}``, each kept for undo
+        as :meth:`write` does.  Zarr's cost is per call, not per byte: renaming a proposal on
+        47 frames takes a third of the time of 47 :meth:`write` calls."""
+        if not frames:
+            return
+        ts = sorted(int(t) for t in frames)
+        if self._attrs["undo"]:
+            step = self._attrs["undo"][-1]
+            new = [t for t in ts if t not in step["frames"]]
+            keep = [t for t in new if np.asarray(frames[t][1]).any()]
+            if keep:  # the previous labels of the step's frames, in one array
+                h, w = self.labels.shape[1:]
+                batches = step.setdefault("batches", {})
+                name = f"b{len(batches)}"
+                arr = self._undo_group(step["id"]).create_array(
+                    name, shape=(len(keep), h, w), chunks=(1, h, w), dtype=LABEL_DTYPE, fill_value=0,
+                    compressors=_compressors(), overwrite=True)
+                arr[...] = np.stack([np.asarray(frames[t][1], dtype=LABEL_DTYPE) for t in keep])
+                batches[name] = keep
+            step.setdefault("empty", []).extend(t for t in new if t not in keep)
+            cf = np.asarray(self.computed_from[...])
+            for t in new:
+                step["frames"].append(t)
+                step.setdefault("computed_from", {})[str(t)] = cf[t].tolist()
+        run = [ts[0]]  # contiguous frames are one zarr call
+        for t in ts[1:] + [None]:
+            if t is not None and t == run[-1] + 1:
+                run.append(t)
+                continue
+            self.labels[run[0]:run[-1] + 1] = np.stack([np.asarray(frames[u][0], dtype=LABEL_DTYPE) for u in run])
+            run = [t]
+
     # ------------------------------------------------------------------ undo
     def begin_step(self, action: str, t: int) -> None:
         """Start an undo step: remembers the state, then frames as they are first changed."""
@@ -313,9 +349,15 @@ class MaskStore:
         step = self._attrs["undo"].pop()
         g = self._undo_group(step["id"])
         empty = set(step.get("empty", []))
+        batched = {}
+        for name, ts in step.get("batches", {}).items():
+            stack = np.asarray(g[name][...])
+            batched.update({int(t): stack[i] for i, t in enumerate(ts)})
         for t in step["frames"]:
             if int(t) in empty:
                 self.labels[int(t)] = np.zeros(self.labels.shape[1:], LABEL_DTYPE)
+            elif int(t) in batched:
+                self.labels[int(t)] = batched[int(t)]
             else:
                 self.labels[int(t)] = np.asarray(g[str(t)])
             self.computed_from[int(t)] = np.asarray(step["computed_from"][str(t)], dtype=np.int64)
