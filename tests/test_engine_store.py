@@ -174,6 +174,18 @@ def test_format_1_store_is_read_and_upgraded(tmp_path):
     assert zarr.open_group(str(path), mode="r").attrs[ATTR_KEY]["format"] == 2
 
 
+def test_store_of_a_newer_format_is_refused_untouched(tmp_path):
+    path = tmp_path / "new.zarr"
+    MaskStore(path, 4, 8, 8).flush_attrs()
+    g = zarr.open_group(str(path), mode="r+")
+    attrs = dict(g.attrs[ATTR_KEY])
+    attrs["format"] = 99
+    g.attrs[ATTR_KEY] = attrs
+    with pytest.raises(StoreMismatchError, match="newer napari-ivoma"):
+        MaskStore(path, 4, 8, 8)
+    assert zarr.open_group(str(path), mode="r").attrs[ATTR_KEY]["format"] == 99
+
+
 def test_write_labels_store_round_trip_and_no_overwrite(tmp_path):
     lab = np.zeros((3, 6, 7), np.int32)
     lab[1, 2:4, 2:5] = 4

@@ -181,7 +181,14 @@ class MaskStore:
         if not os.access(p, os.W_OK):
             raise PermissionError(f"the mask store {p} is not writable")
         self.group = zarr.open_group(str(p), mode="r+")
-        self._attrs = _upgraded(copy.deepcopy(dict(self.group.attrs[ATTR_KEY])))
+        attrs = copy.deepcopy(dict(self.group.attrs[ATTR_KEY]))
+        if int(attrs.get("format", 1)) > FORMAT_VERSION:
+            raise StoreMismatchError(
+                f"the mask store {p} has format {attrs.get('format')}, written by a newer napari-ivoma "
+                f"(this one reads up to format {FORMAT_VERSION}); update napari-ivoma to open it "
+                "(nothing was written there)"
+            )
+        self._attrs = _upgraded(attrs)
         have = tuple(self.group["labels"].shape)
         stored_fp = self._attrs.get("provenance", {}).get("fingerprint")
         if have != shape:
