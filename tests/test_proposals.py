@@ -81,7 +81,9 @@ def test_entering_cell_becomes_one_proposal(annotated):
     assert iou(labels[10] == 1, truth[10] == 1) > 0.8
 
 
-def test_one_stroke_names_a_proposal_on_every_frame_and_undo_restores_it(annotated):
+@pytest.mark.parametrize("block", [32, 3])
+def test_one_stroke_names_a_proposal_on_every_frame_and_undo_restores_it(annotated, block, monkeypatch):
+    monkeypatch.setattr("napari_ivoma.engine.session._RENAME_BLOCK", block)  # 3: several zarr calls
     s, _, truth = annotated
     pid = next(iter(s.proposals))
     before = np.asarray(s.labels[...]).copy()

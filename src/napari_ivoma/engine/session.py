@@ -459,18 +459,23 @@ class Session:
             for u in range(first, last + 1):
                 if u != t:
                     frames.setdefault(u, {})[pid] = k
-        changed = {}
-        if frames:
-            lo, hi = min(frames), max(frames)
-            stack = np.asarray(self.store.labels[lo:hi + 1])  # one zarr call, not one per frame
-            for u in sorted(frames):
-                lab = stack[u - lo]
+        parts: list[list[int]] = []  # runs of frames read and written per zarr call
+        for u in sorted(frames):      # (zarr's cost is per call; memory stays bounded)
+            if parts and u - parts[-1][0] < _RENAME_BLOCK:
+                parts[-1].append(u)
+            else:
+                parts.append([u])
+        for part in parts:
+            stack = np.asarray(self.store.labels[part[0]:part[-1] + 1])
+            changed = {}
+            for u in part:
+                lab = stack[u - part[0]]
                 lut = np.arange(max(int(lab.max()), max(frames[u])) + 1, dtype=LABEL_DTYPE)
                 lut[list(frames[u])] = list(frames[u].values())
                 renamed = lut[lab]
                 if not np.array_equal(renamed, lab):
                     changed[u] = (renamed, lab)
-        self.store.write_frames(changed)
+            self.store.write_frames(changed)
         for pid, (k, box) in claims.items():
             obj = self.store.attrs["objects"][str(pid)]
             if k == 0:  # remembered, so that propagation does not propose it again
@@ -500,6 +505,10 @@ class Session:
         self.store.ensure_object(int(object_id))
         self.store.attrs["objects"][str(int(object_id))]["name"] = str(name)
         self.store.flush_attrs()
+
+
+#: frames renamed per zarr read / write when a proposal is named on every frame it spans
+_RENAME_BLOCK = 32
 
 
 def _accepts(fn: Callable, keyword: str) -> bool:

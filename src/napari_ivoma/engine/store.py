@@ -26,10 +26,10 @@ Group attributes ``ivoma``::
     undo:       [{"action", "t", "frames": [...], "empty": [...], "batches": {"b<k>": [t, ...]},
                   "state": {objects, references}}]
                 (oldest first)
+    provenance: {"engine_version", "params", "source", "fingerprint": {"shape", "dtype", "sampled_hash"}}
 
 Format 1 kept the scribbles inside each reference (and each undo step's copy of it); such a store
 is read as it is and written back as format 2.
-    provenance: {"engine_version", "params", "source", "fingerprint": {"shape", "dtype", "sampled_hash"}}
 """
 
 from __future__ import annotations
