@@ -433,3 +433,39 @@ def test_correction_distrusts_the_prior_only_on_the_side_a_stroke_speaks_for():
     # no strokes of one kind: nothing in doubt on that side
     none = np.zeros_like(prior)
     assert not _distrusted_prior(prior, none, none, 5.0).any()
+
+
+def moving_white_object_over_still_white_ground(seed: int = 0):
+    """A white object moving over a frame that is mostly a still white facade, with a dark
+    shadow under it that the prior (a propagated mask) took for the object.
+
+    Returns (image, object, shadow, motion features (2 neighbours), prior)."""
+    rng = np.random.default_rng(seed)
+    h, w = 120, 200
+    rr, cc = np.mgrid[:h, :w]
+    img = np.stack([0.45 + 0.05 * np.sin(cc / 5.0), 0.5 + 0.05 * np.sin(rr / 7.0), 0.55 + 0 * cc], -1)
+    facade = ((rr < 38) | (cc < 90)) & ~((rr >= 40) & (rr < 90) & (cc >= 95))
+    obj = (rr >= 40) & (rr < 80) & (cc >= 100) & (cc < 170)
+    shadow = (rr >= 80) & (rr < 88) & (cc >= 100) & (cc < 175)
+    img[facade | obj] = 0.92
+    img[shadow] = 0.15
+    img = np.clip(img + 0.02 * rng.standard_normal((h, w, 3)), 0, 1).astype(np.float32)
+    motion = np.zeros((h, w, 6), np.float32)
+    for k, dx in ((0, 6.0), (1, -6.0)):
+        motion[..., 3 * k][obj | shadow] = dx
+        motion[..., 3 * k + 2][obj | shadow] = abs(dx)
+    return img, obj, shadow, motion, (obj | shadow).astype(np.uint32)
+
+
+def test_still_background_of_the_objects_own_colour_does_not_take_it_in_a_correction():
+    img, obj, shadow, motion, prior = moving_white_object_over_still_white_ground()
+    scr = [Scribble(0, [[84, 102], [84, 172]]), Scribble(1, [[75, 102], [75, 104]])]
+
+    def run(**kw):
+        return scribbles_to_mask(img, scr, prior=prior, new_ids={0, 1}, motion=motion, params=CPSMParams(**kw))
+
+    out = run()
+    assert (out[shadow] == 0).all()  # the background stroke's correction is made
+    assert iou(out == 1, obj) >= 0.98
+    # without the colour guard the still white facade teaches "white is background"
+    assert iou(run(still_prior_level=0.0) == 1, obj) < iou(out == 1, obj)
