@@ -731,6 +731,12 @@ def _segment(
         distrust = crop(_distrusted_prior(prior_fg, new_mask & (strokes > 0), new_mask & (strokes == 0), zone))
 
     still = None if motion is None else _still_pixels(motion[roi], crop(obj_strokes), p)
+    still_bg = None  # the object moves, these pixels do not: background samples
+    if still is not None:
+        still_bg = (still >= 1.0) & ~pos_mask & crop(allowed)
+        if p.still_prior_level > 0 and prior_c.any() and still_bg.any():
+            # a correction: not of colours the confirmed object itself is made of
+            still_bg &= _unseen_colours(crop(base), prior_c & ~distrust, p.still_prior_level, where=still_bg)
 
     mem_x, mem_y = memory.samples() if memory is not None and len(memory) else (None, None)
 
@@ -764,11 +770,7 @@ def _segment(
             add(inner & ~distrust & ~unlike_prior, 1, p.n_samples, 0.7)
             near_bg = ~prior_c & ~far_c & (pen_c < 1.0) & ~crop(fixed) & ~pos_mask
             add(near_bg, 0, p.n_samples // 2, 0.5)
-        if still is not None:  # the object moves, these pixels do not: background
-            still_bg = (still >= 1.0) & ~pos_mask & crop(allowed)
-            if p.still_prior_level > 0 and prior_c.any() and still_bg.any():
-                # a correction: not of colours the confirmed object itself is made of
-                still_bg &= _unseen_colours(crop(base), prior_c & ~distrust, p.still_prior_level, where=still_bg)
+        if still_bg is not None:
             add(still_bg, 0, p.n_samples, 1.0)
         if pos_extra is not None:
             add(pos_extra, 1, p.n_samples, 1.0)
