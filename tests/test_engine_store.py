@@ -123,6 +123,21 @@ def test_write_frames_is_undone_like_single_writes(tmp_path):
     assert "undo" not in resumed.group or not list(resumed.group["undo"].keys())
 
 
+def test_undo_of_a_step_saved_one_array_per_frame(tmp_path):
+    # stores written before batched undo arrays keep "undo/<n>/<t>"; they are still undone
+    s = MaskStore(tmp_path / "m.zarr", 4, 8, 8)
+    s.write(1, np.ones((8, 8), np.uint32))
+    s.begin_step("set_labels", 1)
+    step = s.attrs["undo"][-1]
+    s.group.require_group(f"undo/{step['id']}").create_array("1", shape=(8, 8), dtype=np.uint32,
+                                                             fill_value=0)[...] = np.ones((8, 8), np.uint32)
+    step["frames"].append(1)
+    step["computed_from"] = {"1": [-1, -1, -1, -1]}
+    s.write(1, np.full((8, 8), 2, np.uint32))  # the frame is already saved in the step
+    s.undo()
+    assert (s.read(1) == 1).all()
+
+
 def _stroke(oid, n=50):
     return {"object_id": oid, "points": [[float(i), float(i)] for i in range(n)]}
 
