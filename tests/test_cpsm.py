@@ -469,3 +469,42 @@ def test_still_background_of_the_objects_own_colour_does_not_take_it_in_a_correc
     assert iou(out == 1, obj) >= 0.98
     # without the colour guard the still white facade teaches "white is background"
     assert iou(run(still_prior_level=0.0) == 1, obj) < iou(out == 1, obj)
+
+
+def test_correction_smoothness_applies_to_colour_corrections_only():
+    img, gt = textured_two_regions(seed=5)
+    obj = gt == 2
+    prior = np.zeros(gt.shape, np.uint32)
+    prior[obj & (np.arange(gt.shape[0])[:, None] < 48)] = 2
+    scr = [Scribble(2, [[20, 90], [40, 100]]), Scribble(2, [[55, 90], [75, 100]])]
+
+    def run(image, pr, **kw):
+        kw.setdefault("smooth_radii", (0.0, 1.0))  # every object counts as large
+        return scribbles_to_mask(image, scr, prior=pr, new_ids={2}, params=CPSMParams(**kw))
+
+    same = CPSMParams().smooth
+    # a colour correction: smooth_correction replaces smooth (equal values, equal masks)
+    np.testing.assert_array_equal(run(img, prior, smooth_correction=same), run(img, prior, smooth_correction=0.0))
+    assert not np.array_equal(run(img, prior, smooth_correction=60.0), run(img, prior, smooth_correction=0.0))
+    # ... but not for an object smaller than smooth_radii[0]
+    np.testing.assert_array_equal(run(img, prior, smooth_correction=60.0, smooth_radii=(200.0, 400.0)),
+                                  run(img, prior, smooth_correction=0.0))
+    # round 1 (no prior) and grey frames keep `smooth`
+    empty = np.zeros_like(prior)
+    np.testing.assert_array_equal(run(img, empty, smooth_correction=60.0), run(img, empty, smooth_correction=0.0))
+    grey = np.ascontiguousarray(img.mean(axis=2, keepdims=True))
+    np.testing.assert_array_equal(run(grey, prior, smooth_correction=60.0), run(grey, prior, smooth_correction=0.0))
+
+
+def test_correction_smoothness_grows_with_the_objects_radius():
+    from napari_ivoma.engine.cpsm import _correction_smoothness
+
+    p = CPSMParams(smooth=2.0, smooth_correction=4.0, smooth_radii=(40.0, 80.0))
+    rr, cc = np.mgrid[:400, :400]
+
+    def disc(r):
+        return ((rr - 200) ** 2 + (cc - 200) ** 2 < r * r).astype(np.uint32)
+
+    assert _correction_smoothness(disc(20), {1}, p) == 2.0
+    assert _correction_smoothness(disc(120), {1}, p) == 4.0
+    assert 2.8 < _correction_smoothness(disc(60), {1}, p) < 3.2
