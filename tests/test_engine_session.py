@@ -408,6 +408,14 @@ def test_every_engine_parameter_reaches_the_stage_it_names():
     assert be.cpsm_params.smooth == 3.0 and be.mrgs_params.band_smooth == 1.5
 
 
+@pytest.mark.parametrize("name, value", [("flow_preset", "fine"), ("splits", "Auto"), ("proposals", "yes")])
+def test_a_misspelt_propagation_choice_is_refused_when_the_session_is_made(name, value):
+    # not deep inside a propagation thread (flow_preset) or silently ignored (splits, proposals)
+    frames = np.zeros((3, 16, 16), np.float32)
+    with pytest.raises(ValueError, match=f"{name} must be one of"):
+        Session(frames, params={name: value})
+
+
 def test_a_stroke_of_a_new_id_inside_an_object_renames_it(clip):
     frames, gt = clip
     s = Session(frames)

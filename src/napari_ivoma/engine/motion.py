@@ -9,9 +9,10 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-__all__ = ["FlowCache", "to_gray_u8", "residual_motion", "coarse_residual_motion", "motion_features"]
+__all__ = ["FLOW_PRESETS", "FlowCache", "to_gray_u8", "residual_motion", "coarse_residual_motion", "motion_features"]
 
-_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
+#: OpenCV DIS optical-flow presets by name
+FLOW_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
 _FIXED = 16.0  # cached flows: int16 in 1/16 pixel (+-2047 px)
 
 
@@ -55,7 +56,7 @@ class FlowCache:
     def _dis(self):
         dis = getattr(self._local, "dis", None)
         if dis is None:
-            dis = cv2.DISOpticalFlow_create(_PRESETS[self.preset])
+            dis = cv2.DISOpticalFlow_create(FLOW_PRESETS[self.preset])
             self._local.dis = dis
         return dis
 

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from .graphcut import cut
-from .motion import FlowCache, coarse_residual_motion, to_gray_u8
+from .motion import FLOW_PRESETS, FlowCache, coarse_residual_motion, to_gray_u8
 from .proposals import extend_range, propose_objects
 from .store import LABEL_DTYPE
 
@@ -54,6 +54,9 @@ __all__ = [
     "merge_objects",
     "propagate_session",
 ]
+
+
+_MODES = ("on", "off", "auto")
 
 
 @dataclass
@@ -92,6 +95,13 @@ class MRGSParams:
     still_moving: float = 1.5    # ... the object moves: 10th percentile of its residual motion above this (px)
     still_static: float = 0.5    # ... still: residual motion below this (px)
     lineage_fusion: bool = True  # daughters tracked back from a later reference are not born while the parent is whole
+
+    def __post_init__(self) -> None:
+        # a misspelt choice would otherwise fail deep in a propagation thread or be silently ignored
+        choices = {"flow_preset": tuple(FLOW_PRESETS), "splits": _MODES, "proposals": _MODES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
 
 
 # --------------------------------------------------------------------------- soft masks
