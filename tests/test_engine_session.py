@@ -130,6 +130,23 @@ def test_propagation_is_incremental_and_respects_references(clip):
     assert (out[7] == 2).sum() < (first[7] == 2).sum()  # the correction visibly changes neighbours
 
 
+def test_a_correction_leaves_frames_beyond_its_neighbouring_references_untouched(clip):
+    frames, gt = clip
+    n = len(frames)
+    s = Session(frames)
+    for r in (0, 6, n - 1):
+        s.set_labels(r, gt[r])
+    first = np.asarray(s.propagate()).copy()
+    edited = gt[3].copy()
+    edited[gt[3] == 2] = 0  # a correction on frame 3, between the references 0 and 6
+    s.set_labels(3, edited)
+    calls = []
+    out = np.asarray(s.propagate(progress=lambda done, total: calls.append(total)))
+    assert set(calls) == {2 * 4}  # frames 1, 2, 4, 5 tracked both ways; nothing beyond frame 6
+    np.testing.assert_array_equal(out[6:], first[6:])
+    assert (out[2] == 2).sum() < (first[2] == 2).sum() and (out[4] == 2).sum() < (first[4] == 2).sum()
+
+
 def test_start_stop_only_touch_that_range(clip):
     frames, gt = clip
     s = Session(frames)
