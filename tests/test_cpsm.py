@@ -508,3 +508,72 @@ def test_correction_smoothness_grows_with_the_objects_radius():
     assert _correction_smoothness(disc(20), {1}, p) == 2.0
     assert _correction_smoothness(disc(120), {1}, p) == 4.0
     assert 2.8 < _correction_smoothness(disc(60), {1}, p) < 3.2
+
+
+def dark_object_gliding_over_its_rippling_reflection(seed: int = 0, limb_speed: float | None = None):
+    """A dark textured body moving 8 px/frame to the right, touching a dark patch of the same
+    colours below it (a reflection, a wake) that ripples with its own motion, on a lighter,
+    still background.  ``limb_speed``: instead, the body's right half moves at this speed (an
+    articulated body, not rigid).
+
+    Returns (image, body, reflection, motion features (2 neighbours), stroke)."""
+    rng = np.random.default_rng(seed)
+    h, w = 140, 220
+    rr, cc = np.mgrid[:h, :w]
+    img = np.stack([0.55 + 0.05 * np.sin(cc / 4.0), 0.6 + 0.05 * np.sin(rr / 5.0), 0.45 + 0 * cc], -1)
+    body = ((rr - 55) / 22.0) ** 2 + ((cc - 110) / 70.0) ** 2 <= 1
+    reflection = (((rr - 90) / 16.0) ** 2 + ((cc - 100) / 80.0) ** 2 <= 1) & ~body
+    # alike but not the same: the reflection is a little lighter and less blue
+    img[body] = np.array([0.12, 0.12, 0.16]) + 0.06 * rng.random((int(body.sum()), 1))
+    img[reflection] = np.array([0.14, 0.14, 0.14]) + 0.06 * rng.random((int(reflection.sum()), 1))
+    img = np.clip(img + 0.02 * rng.standard_normal((h, w, 3)), 0, 1).astype(np.float32)
+    motion = np.zeros((h, w, 6), np.float32)
+    for k, sign in ((0, 1.0), (1, -1.0)):
+        vx = np.where(body, 8.0 * sign, 0.0)
+        if limb_speed is not None:
+            vx = np.where(body & (cc > 110), limb_speed * sign, vx)
+        vx = np.where(reflection, 2.0 * sign + rng.normal(0, 1.0, (h, w)), vx)
+        vy = np.where(reflection, rng.normal(0, 1.5, (h, w)), 0.0)
+        motion[..., 3 * k], motion[..., 3 * k + 1] = vx, vy
+        motion[..., 3 * k + 2] = np.hypot(vx, vy)
+    stroke = Scribble(1, np.array([[55.0, 50.0], [55.0, 170.0]]))
+    return img, body, reflection, motion, stroke
+
+
+def test_pixels_moving_apart_from_a_rigidly_moving_object_are_left_out_in_round_1():
+    img, body, reflection, motion, stroke = dark_object_gliding_over_its_rippling_reflection()
+
+    def run(**kw):
+        return scribbles_to_mask(img, [stroke], motion=motion, params=CPSMParams(**kw)) == 1
+
+    out, off = run(), run(motion_apart=0.0)
+    assert (off & reflection).sum() > 0.2 * reflection.sum()  # the colours alone take a part of it
+    assert (out & reflection).sum() < 0.02 * reflection.sum()
+    assert iou(out, body) > iou(off, body) + 0.1
+
+
+def test_an_articulated_object_is_not_cut_by_its_own_parts_motion():
+    # the right half moves at 3 px/frame, the left at 8: not one rigid body, so no pixel is vetoed
+    img, body, reflection, motion, stroke = dark_object_gliding_over_its_rippling_reflection(limb_speed=3.0)
+    out = scribbles_to_mask(img, [stroke], motion=motion)
+    np.testing.assert_array_equal(out, scribbles_to_mask(img, [stroke], motion=motion,
+                                                         params=CPSMParams(motion_apart=0.0)))
+    # taken for a rigid body, its slow half would be vetoed: the rigidity test is what keeps it
+    loose = scribbles_to_mask(img, [stroke], motion=motion, params=CPSMParams(motion_rigid=1.0))
+    slow = body & (np.arange(body.shape[1])[None, :] > 110)
+    assert ((loose == 1) & slow).sum() < ((out == 1) & slow).sum()
+
+
+def test_a_correction_never_vetoes_a_part_of_the_prior_object_that_moves_apart():
+    img, body, _, motion, _ = dark_object_gliding_over_its_rippling_reflection()
+    limb = body & (np.arange(body.shape[1])[None, :] > 160)  # its tip moves at 3 px/frame, the rest at 8
+    for k, sign in ((0, 1.0), (1, -1.0)):
+        motion[..., 3 * k][limb], motion[..., 3 * k + 2][limb] = 3.0 * sign, 3.0
+    stroke = Scribble(1, np.array([[55.0, 60.0], [55.0, 100.0]]))  # a correction elsewhere on the body
+
+    def kept(**kw):
+        out = scribbles_to_mask(img, [stroke], prior=body.astype(np.uint32), new_ids={1}, motion=motion,
+                                params=CPSMParams(**kw))
+        return ((out == 1) & limb).sum()
+
+    assert kept() >= kept(motion_apart=0.0)  # (vetoed, the tip would lose a further 10%)
