@@ -928,21 +928,22 @@ def _still_pixels(motion: np.ndarray, strokes: np.ndarray, p: CPSMParams) -> np.
     return still / len(moving)
 
 
-def _pixels_moving_apart(motion: np.ndarray, strokes: np.ndarray, p: CPSMParams) -> np.ndarray | None:
-    """Share (0..1) of the neighbouring frames over which a pixel moves unlike the strokes while
-    they move as one rigid body (see ``CPSMParams.motion_apart``); None when they do not."""
-    if not strokes.any():
+def _pixels_moving_apart(motion: np.ndarray, reference: np.ndarray, p: CPSMParams) -> np.ndarray | None:
+    """Share (0..1) of the neighbouring frames over which a pixel moves unlike the ``reference``
+    pixels (the object's strokes, and its trusted prior mask) while they move as one rigid body
+    (see ``CPSMParams.motion_apart``); None when they do not."""
+    if not reference.any():
         return None
-    apart = np.zeros(strokes.shape, np.float32)
+    apart = np.zeros(reference.shape, np.float32)
     n = 0
     for k in range(motion.shape[2] // 3):
         vec = motion[..., 3 * k:3 * k + 2]
-        ref = np.median(vec[strokes], axis=0)
-        speed = float(np.hypot(*ref))
-        spread = float(np.sqrt(((vec[strokes] - ref) ** 2).sum(axis=1).mean()))
-        if np.percentile(motion[..., 3 * k + 2][strokes], 10) <= p.motion_moving or spread >= p.motion_rigid * speed:
-            continue
-        apart += np.hypot(vec[..., 0] - ref[0], vec[..., 1] - ref[1]) > max(p.motion_apart, p.motion_apart_share * speed)
+        own = np.median(vec[reference], axis=0)
+        speed = float(np.hypot(*own))
+        spread = float(np.sqrt(((vec[reference] - own) ** 2).sum(axis=1).mean()))
+        if np.percentile(motion[..., 3 * k + 2][reference], 10) <= p.motion_moving or spread >= p.motion_rigid * speed:
+            continue  # the object does not move, or not as one body (a dancer, a walking dog)
+        apart += np.hypot(vec[..., 0] - own[0], vec[..., 1] - own[1]) > max(p.motion_apart, p.motion_apart_share * speed)
         n += 1
     return apart / n if n else None
 
