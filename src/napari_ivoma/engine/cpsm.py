@@ -793,6 +793,8 @@ def _segment(
         if p.still_prior_level > 0 and prior_c.any() and still_bg.any():
             # a correction: not of colours the confirmed object itself is made of
             still_bg &= _unseen_colours(crop(base), prior_c & ~distrust, p.still_prior_level, where=still_bg)
+    # half of them next to the object, where they inform the cut (see ``still_near``)
+    still_bg_near = still_bg & (pen_c < p.still_near) if still_bg is not None and p.still_near > 0 else None
 
     mem_x, mem_y = memory.samples() if memory is not None and len(memory) else (None, None)
 
@@ -826,12 +828,11 @@ def _segment(
             add(inner & ~distrust & ~unlike_prior, 1, p.n_samples, 0.7)
             near_bg = ~prior_c & ~far_c & (pen_c < 1.0) & ~crop(fixed) & ~pos_mask
             add(near_bg, 0, p.n_samples // 2, 0.5)
-        if still_bg is not None:
-            if p.still_near > 0:  # half of them next to the object, where they inform the cut
-                add(still_bg & (pen_c < p.still_near), 0, p.n_samples // 2, 0.5)
-                add(still_bg, 0, p.n_samples // 2, 0.5)
-            else:
-                add(still_bg, 0, p.n_samples, 1.0)
+        if still_bg_near is not None:
+            add(still_bg_near, 0, p.n_samples // 2, 0.5)
+            add(still_bg, 0, p.n_samples // 2, 0.5)
+        elif still_bg is not None:
+            add(still_bg, 0, p.n_samples, 1.0)
         if pos_extra is not None:
             add(pos_extra, 1, p.n_samples, 1.0)
         if neg_extra is not None:
@@ -951,9 +952,10 @@ def _pixels_moving_apart(motion: np.ndarray, reference: np.ndarray, p: CPSMParam
     n = 0
     for k in range(motion.shape[2] // 3):
         vec = motion[..., 3 * k:3 * k + 2]
-        own = np.median(vec[reference], axis=0)
+        ref_vec = vec[reference]
+        own = np.median(ref_vec, axis=0)
         speed = float(np.hypot(*own))
-        spread = float(np.sqrt(((vec[reference] - own) ** 2).sum(axis=1).mean()))
+        spread = float(np.sqrt(((ref_vec - own) ** 2).sum(axis=1).mean()))
         if np.percentile(motion[..., 3 * k + 2][reference], 10) <= p.motion_moving or spread >= p.motion_rigid * speed:
             continue  # the object does not move, or not as one body (a dancer, a walking dog)
         apart += np.hypot(vec[..., 0] - own[0], vec[..., 1] - own[1]) > max(p.motion_apart, p.motion_apart_share * speed)
