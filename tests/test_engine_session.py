@@ -559,3 +559,49 @@ def test_scribbles_on_a_frame_whose_preparation_was_dropped_or_failed(clip):
     with pytest.raises(RuntimeError, match="cannot prepare"):
         s.add_scribbles(8, [_disk_scribble(gt[8], 1)])
     assert 8 not in s.user_references  # nothing written
+
+
+def _disc_with_dark_window(n: int = 6, h: int = 80, w: int = 120, seed: int = 0, window: int = 3):
+    """A pale textured disc (radius 20) moving right 3 px/frame over dark textured ground, with a
+    dark window of the ground's colours inside it; a ring (hole of radius 10) when ``window`` is 0."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    frames = np.zeros((n, h, w, 3), np.uint8)
+    discs, holes = [], []
+    for t in range(n):
+        img = rng.integers(30, 70, (h, w, 3))
+        cx = 40 + 3 * t
+        disc = (yy - 40) ** 2 + (xx - cx) ** 2 <= 20**2
+        if window:
+            hole = (np.abs(yy - 34) <= window // 2) & (np.abs(xx - cx) <= window // 2 + 1)
+        else:
+            hole = (yy - 40) ** 2 + (xx - cx) ** 2 <= 10**2
+        img[disc & ~hole] = rng.integers(190, 240, (int((disc & ~hole).sum()), 3))
+        frames[t] = img
+        discs.append(disc)
+        holes.append(hole)
+    return frames, np.array(discs), np.array(holes)
+
+
+def _propagate_from_holed_reference(frames, discs, holes, **params):
+    s = Session(frames, params=params)
+    s.set_labels(0, (discs[0] & ~holes[0]).astype(np.uint32))  # the reference leaves the hole out
+    return np.asarray(s.propagate()) == 1
+
+
+def test_propagation_fills_a_small_hole_the_object_encloses():
+    frames, discs, holes = _disc_with_dark_window(window=3)  # 1% of the disc, the ground's colours
+    filled = _propagate_from_holed_reference(frames, discs, holes)
+    kept = _propagate_from_holed_reference(frames, discs, holes, track_fill_holes=0.0)
+    for t in range(1, len(frames)):
+        assert filled[t][holes[t]].all() and iou(filled[t], discs[t]) >= 0.95, t
+        assert not kept[t][holes[t]].any(), t  # without the rule the window's colours keep it out
+        np.testing.assert_array_equal(filled[t] & ~holes[t], kept[t] & ~holes[t])
+
+
+def test_propagation_keeps_a_ring_open():
+    frames, discs, holes = _disc_with_dark_window(window=0)  # a hole of 25% of the ring's area
+    out = _propagate_from_holed_reference(frames, discs, holes)
+    for t in range(1, len(frames)):
+        assert not out[t][holes[t]].any(), t
+        assert iou(out[t], discs[t] & ~holes[t]) >= 0.95, t

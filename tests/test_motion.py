@@ -75,3 +75,17 @@ def test_fusion_still_check_takes_one_direction_whole():
     r0, r1, c0, c1 = out.box
     full[r0:r1, c0:c1] = out.prob > 0.5
     np.testing.assert_array_equal(full, b)  # bwd's pixels are claimed by both: all kept
+
+
+def test_fill_small_holes_takes_only_small_enclosed_holes():
+    from napari_ivoma.engine.mrgs import fill_small_holes
+
+    m = np.zeros((60, 80), bool)
+    m[5:55, 5:75] = True
+    m[10:14, 10:14] = False   # 16 px: filled
+    m[20:50, 40:70] = False   # 900 px, over 5% of the object: kept
+    m[0:10, 60:64] = False    # a notch open to the crop's edge: not a hole
+    out = fill_small_holes(m, 0.05)
+    assert out[10:14, 10:14].all()
+    assert not out[20:50, 40:70].any() and not out[0:10, 60:64].any()
+    assert (out >= m).all() and (out != m).sum() == 16  # only the small hole changed
