@@ -89,3 +89,7 @@ def test_fill_small_holes_takes_only_small_enclosed_holes():
     assert out[10:14, 10:14].all()
     assert not out[20:50, 40:70].any() and not out[0:10, 60:64].any()
     assert (out >= m).all() and (out != m).sum() == 16  # only the small hole changed
+    # a small hole holding another object's core (a nucleus the object wraps around) stays
+    blocked = np.zeros_like(m)
+    blocked[11:13, 11:13] = True
+    assert not fill_small_holes(m, 0.05, blocked)[10:14, 10:14].any()

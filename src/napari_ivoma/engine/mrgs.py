@@ -330,7 +330,7 @@ def refine_object(warped_mask: SoftMask, image: np.ndarray, qimage: np.ndarray,
     band = min(params.band + params.band_motion * warped_mask.motion, 2.0 * params.band)
     fg = _band_cut(warped_s, crop_img, crop_q, model, params, band * scale, blocked)
     if params.track_fill_holes > 0:
-        fg = fill_small_holes(fg, params.track_fill_holes)
+        fg = fill_small_holes(fg, params.track_fill_holes, blocked)
     score = float(model(crop_q[fg]).mean()) if model is not None and fg.any() else 0.0
     if score < params.vanish_score:
         return None  # what is left does not look like the object: it is gone (occluded or left)
@@ -366,9 +366,9 @@ def _band_cut(warped: np.ndarray, image: np.ndarray, qimage: np.ndarray, model: 
     return cut(u_fg, u_bg, image, params.band_smooth, ~(hard_fg | hard_bg))
 
 
-def fill_small_holes(mask: np.ndarray, max_share: float) -> np.ndarray:
-    """``mask`` with its holes (background it encloses, not touching the crop's edge) smaller than
-    ``max_share`` of its area filled.
+def fill_small_holes(mask: np.ndarray, max_share: float, blocked: np.ndarray | None = None) -> np.ndarray:
+    """``mask`` with its holes (background it encloses, not touching the crop's edge, no
+    ``blocked`` pixel in it: another object's core) smaller than ``max_share`` of its area filled.
 
     Only the propagated frames are filled; the user's reference masks are never changed.
     """
@@ -378,6 +378,8 @@ def fill_small_holes(mask: np.ndarray, max_share: float) -> np.ndarray:
     h, w = mask.shape
     x, y, bw, bh, area = (stats[1:, i] for i in range(5))
     hole = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h) & (area < max_share * mask.sum())
+    if blocked is not None and hole.any():
+        hole &= np.bincount(lab.ravel(), weights=blocked.ravel(), minlength=n)[1:] == 0
     return mask | np.concatenate([[False], hole])[lab] if hole.any() else mask
 
 
