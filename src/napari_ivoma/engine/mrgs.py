@@ -68,7 +68,8 @@ class MRGSParams:
     flow_scale: float = 0.5      # optical flow on frames resized by this factor
     pool_weight: float = 0.5     # weight of the other references' colours in an object's model
     band: int = 10               # half-width (px) of the region of interest around the warped outline
-    band_motion: float = 0.3     # the band widens by this share of the object's motion (up to 2x)
+    band_motion: float = 0.3     # the band widens by this share of the object's motion ...
+    band_max: float = 3.0        # ... up to this multiple of `band` (fast limbs: a breakdancer's 30-60 px)
     warp_weight: float = 2.0     # log-odds of the spatial prior at `band` px inside the warped outline
     appearance_weight: float = 1.0
     band_smooth: float = 2.0     # weight of the contrast-sensitive smoothness of the band cut (CPSM has its own `smooth`)
@@ -327,7 +328,7 @@ def refine_object(warped_mask: SoftMask, image: np.ndarray, qimage: np.ndarray,
             blocked = cv2.resize(blocked.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
     else:
         warped_s = warped
-    band = min(params.band + params.band_motion * warped_mask.motion, 2.0 * params.band)
+    band = min(params.band + params.band_motion * warped_mask.motion, params.band_max * params.band)
     fg = _band_cut(warped_s, crop_img, crop_q, model, params, band * scale, blocked)
     if params.track_fill_holes > 0:
         fg = fill_small_holes(fg, params.track_fill_holes, blocked)
