@@ -26,6 +26,7 @@ Weight-free implementation:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import cv2
@@ -919,26 +920,32 @@ def _segment(
     return out, uf, ub
 
 
+def _moving_neighbours(motion: np.ndarray, region: np.ndarray, p: CPSMParams) -> Iterator[tuple[int, np.ndarray]]:
+    """The neighbouring frames over which the ``region``'s pixels clearly move (10th percentile of
+    their residual motion above ``motion_moving``): yields (k, the region's (N, 2) vectors).
+
+    The gate both motion vetoes share: a still object tells nothing by its motion."""
+    for k in range(motion.shape[2] // 3):
+        if np.percentile(motion[..., 3 * k + 2][region], 10) > p.motion_moving:
+            yield k, motion[..., 3 * k:3 * k + 2][region]
+
+
 def _still_pixels(motion: np.ndarray, strokes: np.ndarray, p: CPSMParams) -> np.ndarray | None:
     """Share (0..1) of the neighbouring frames over which a pixel stays still while every
     stroke moves (see ``CPSMParams.motion_veto``); None when no stroke moves clearly."""
     if not strokes.any():
         return None
-    mags = motion[..., 2::3]
     moving = []
-    for k in range(mags.shape[2]):
-        vec = motion[..., 3 * k:3 * k + 2][strokes]
+    for k, vec in _moving_neighbours(motion, strokes, p):
         mean = vec.mean(axis=0)
         spread = float(np.sqrt(((vec - mean) ** 2).sum(axis=1).mean()))
-        # the strokes move, and move together (a car, not a dancer's limbs)
-        if (np.percentile(mags[..., k][strokes], 10) > p.motion_moving
-                and spread < p.motion_coherence * float(np.hypot(*mean))):
-            moving.append(k)
+        if spread < p.motion_coherence * float(np.hypot(*mean)):
+            moving.append(k)  # the strokes move together (a car, not a dancer's limbs)
     if not moving:
         return None
     still = np.zeros(strokes.shape, np.float32)
     for k in moving:
-        still += mags[..., k] < p.motion_static
+        still += motion[..., 3 * k + 2] < p.motion_static
     return still / len(moving)
 
 
@@ -950,14 +957,13 @@ def _pixels_moving_apart(motion: np.ndarray, reference: np.ndarray, p: CPSMParam
         return None
     apart = np.zeros(reference.shape, np.float32)
     n = 0
-    for k in range(motion.shape[2] // 3):
-        vec = motion[..., 3 * k:3 * k + 2]
-        ref_vec = vec[reference]
+    for k, ref_vec in _moving_neighbours(motion, reference, p):
         own = np.median(ref_vec, axis=0)
         speed = float(np.hypot(*own))
         spread = float(np.sqrt(((ref_vec - own) ** 2).sum(axis=1).mean()))
-        if np.percentile(motion[..., 3 * k + 2][reference], 10) <= p.motion_moving or spread >= p.motion_rigid * speed:
-            continue  # the object does not move, or not as one body (a dancer, a walking dog)
+        if spread >= p.motion_rigid * speed:
+            continue  # not as one body (a dancer, a walking dog)
+        vec = motion[..., 3 * k:3 * k + 2]
         apart += np.hypot(vec[..., 0] - own[0], vec[..., 1] - own[1]) > max(p.motion_apart, p.motion_apart_share * speed)
         n += 1
     return apart / n if n else None
