@@ -11,6 +11,8 @@ Usage::
 
     python tools/cpsm_cases.py dump --out /tmp/cases_s0 [--param seed=0 ...]
     python tools/cpsm_cases.py replay /tmp/cases_s0 [/tmp/cases_s1 ...] [--param name=value ...]
+    python tools/cpsm_cases.py replay /tmp/cases_s0 --kind r1 --rng-seeds 10 [--param name=value ...]
+    python tools/cpsm_cases.py dump --out /tmp/car_s0 --seqs car-shadow --param seed=0
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def dump(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     params = parse_params(args.param)
     for path in find_sequences(Path(DATA) / "davis"):
+        if args.seqs and path.name not in args.seqs:
+            continue
         seq = load_sequence(path)
         def factory(frames, seq=seq):
             return Session(frames, store=None, backend=_Recorder(params, out, seq))
@@ -86,16 +90,20 @@ def replay(args) -> None:
             c = pickle.loads(path.read_bytes())
             if args.kind != "all" and (c["prior"] is None) != (args.kind == "r1"):
                 continue
-            # the recorded run's parameters (its seed), overridden by --param
-            be = ClassicalBackend({**c.get("params", {}), **parse_params(args.param)})
-            tic = time.perf_counter()
-            lab = scribbles_to_mask(c["image"], c["scribbles"], prior=c["prior"], new_ids=c["new_ids"],
-                                    memory=c["memory"], params=be.cpsm_params, motion=c["motion"])
-            dt = time.perf_counter() - tic
-            n = c["n_objects"]
-            before = c["prior"] if c["prior"] is not None else np.zeros_like(c["gt"], np.uint32)
-            rows.append((path.stem, c["prior"] is not None, frame_j(c["gt"], before, n),
-                         frame_j(c["gt"], c["labels"], n), frame_j(c["gt"], lab, n), dt))
+            # the recorded run's parameters (its seed), overridden by --param; with --rng-seeds
+            # CPSM's own randomness (samples, trees) is averaged over seeds 0..K-1 instead
+            params = {**c.get("params", {}), **parse_params(args.param)}
+            seeds = range(args.rng_seeds) if args.rng_seeds else [params.get("seed", 0)]
+            for seed in seeds:
+                be = ClassicalBackend({**params, "seed": seed})
+                tic = time.perf_counter()
+                lab = scribbles_to_mask(c["image"], c["scribbles"], prior=c["prior"], new_ids=c["new_ids"],
+                                        memory=c["memory"], params=be.cpsm_params, motion=c["motion"])
+                dt = time.perf_counter() - tic
+                n = c["n_objects"]
+                before = c["prior"] if c["prior"] is not None else np.zeros_like(c["gt"], np.uint32)
+                rows.append((f"{path.stem}@{seed}", c["prior"] is not None, frame_j(c["gt"], before, n),
+                             frame_j(c["gt"], c["labels"], n), frame_j(c["gt"], lab, n), dt))
     if args.verbose:
         for r in rows:
             print(f"{r[0]:28s} {'corr' if r[1] else 'r1  '} before {r[2]:.3f} recorded {r[3]:.3f} now {r[4]:.3f} "
@@ -115,12 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("dump")
     d.add_argument("--out", required=True)
     d.add_argument("--rounds", type=int, default=8)
+    d.add_argument("--seqs", nargs="+", help="only these sequences (default: all)")
     d.add_argument("--param", action="append")
     r = sub.add_parser("replay")
     r.add_argument("dirs", nargs="+")
     r.add_argument("--param", action="append")
     r.add_argument("-v", "--verbose", action="store_true")
     r.add_argument("--kind", choices=("all", "r1", "corrections"), default="all")
+    r.add_argument("--rng-seeds", type=int, default=0,
+                   help="replay every call with CPSM seeds 0..K-1 (the benchmark's round-1 strokes do not "
+                        "depend on its seed: one seed's round-1 calls with K seeds measure a change free of "
+                        "CPSM's own sampling noise)")
     args = ap.parse_args(argv)
     (dump if args.cmd == "dump" else replay)(args)
     return 0
