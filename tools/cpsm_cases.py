@@ -94,16 +94,17 @@ def replay(args) -> None:
             # CPSM's own randomness (samples, trees) is averaged over seeds 0..K-1 instead
             params = {**c.get("params", {}), **parse_params(args.param)}
             seeds = range(args.rng_seeds) if args.rng_seeds else [params.get("seed", 0)]
+            n = c["n_objects"]
+            before = c["prior"] if c["prior"] is not None else np.zeros_like(c["gt"], np.uint32)
+            j_before, j_recorded = frame_j(c["gt"], before, n), frame_j(c["gt"], c["labels"], n)
             for seed in seeds:
                 be = ClassicalBackend({**params, "seed": seed})
                 tic = time.perf_counter()
                 lab = scribbles_to_mask(c["image"], c["scribbles"], prior=c["prior"], new_ids=c["new_ids"],
                                         memory=c["memory"], params=be.cpsm_params, motion=c["motion"])
                 dt = time.perf_counter() - tic
-                n = c["n_objects"]
-                before = c["prior"] if c["prior"] is not None else np.zeros_like(c["gt"], np.uint32)
-                rows.append((f"{path.stem}@{seed}", c["prior"] is not None, frame_j(c["gt"], before, n),
-                             frame_j(c["gt"], c["labels"], n), frame_j(c["gt"], lab, n), dt))
+                rows.append((f"{path.stem}@{seed}", c["prior"] is not None, j_before, j_recorded,
+                             frame_j(c["gt"], lab, n), dt))
     if args.verbose:
         for r in rows:
             print(f"{r[0]:28s} {'corr' if r[1] else 'r1  '} before {r[2]:.3f} recorded {r[3]:.3f} now {r[4]:.3f} "
