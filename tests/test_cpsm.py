@@ -578,3 +578,45 @@ def test_a_correction_never_vetoes_a_part_of_the_prior_object_that_moves_apart()
 
     # as without the rule, up to sampling noise (vetoed, the tip would lose a further 12%)
     assert kept() >= kept(motion_apart=0.0) - 0.03 * limb.sum()
+
+
+def slowly_walking_animal(seed: int = 0, speed: float = 3.0):
+    """A body whose dark lower half carries the stroke and whose upper half is a lighter shade of
+    it (a sunlit back), moving ``speed`` px/frame over still grey-green ground with far, still
+    patches of a light brown (sunlit rocks).  Returns (image, body, back, motion, stroke)."""
+    rng = np.random.default_rng(seed)
+    h, w = 160, 240
+    rr, cc = np.mgrid[:h, :w]
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = [0.45, 0.50, 0.40]
+    body = ((rr - 80) / 32.0) ** 2 + ((cc - 120) / 60.0) ** 2 <= 1
+    flank, back = body & (rr >= 80), body & (rr < 80)
+    rocks = ((rr < 25) | (rr > 135)) & ((cc // 30) % 2 == 0)
+    img[rocks] = [0.66, 0.50, 0.32]
+    img[flank] = [0.30, 0.20, 0.12]
+    img[back] = [0.42, 0.30, 0.19]
+    img = np.clip(img + 0.03 * rng.standard_normal(img.shape), 0, 1).astype(np.float32)
+    motion = np.zeros((h, w, 3), np.float32)
+    motion[..., 0][body] = speed
+    motion[..., 2][body] = speed
+    stroke = Scribble(1, np.array([[92.0, 70.0], [94.0, 120.0], [92.0, 170.0]]))
+    return img, body, back, motion, stroke
+
+
+def test_a_slowly_moving_part_unlike_the_stroke_is_found_by_its_motion_in_round_1():
+    for seed in range(3):
+        img, body, back, motion, stroke = slowly_walking_animal(seed)
+        on, off = (scribbles_to_mask(img, [stroke], motion=motion, params=CPSMParams(motion_object=w)) == 1
+                   for w in (1.0, 0.0))
+        assert (off & back).sum() < 0.05 * back.sum()  # the colours alone leave the back out
+        assert (on & back).sum() > 0.6 * back.sum()  # it moves with the body, the ground does not
+        assert (on & ~body).sum() < 0.01 * body.sum()
+        assert iou(on, body) > iou(off, body) + 0.25
+
+
+def test_a_fast_object_gets_no_motion_evidence():
+    # at 8 px a frame the flow smears onto the ground around an object: the cue stays off
+    img, body, back, motion, stroke = slowly_walking_animal(speed=8.0)
+    np.testing.assert_array_equal(scribbles_to_mask(img, [stroke], motion=motion),
+                                  scribbles_to_mask(img, [stroke], motion=motion,
+                                                    params=CPSMParams(motion_object=0.0)))
