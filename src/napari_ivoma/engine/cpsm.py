@@ -778,15 +778,20 @@ def _segment(
     far_c = crop(far)
     pen_c = crop(pen)
     ring = far_c & (pen_c < 2.0)
-    novel = None
-    if p.novel_weight > 0 and img.shape[2] == 3 and not prior.any():
+    novel = None  # first round: object samples of colours the surroundings lack ...
+    moving = None  # ... and a cost for what moves with the object while its surroundings stay still
+    use_novel = p.novel_weight > 0 and img.shape[2] == 3
+    use_motion = motion is not None and p.motion_object > 0
+    if (use_novel or use_motion) and not prior.any():
+        # free pixels near the strokes, and the automatic background around them
         zone = (pen_c < p.novel_zone) & ~pos_mask & ~crop(user_bg | fixed) & crop(allowed)
-        novel = _unseen_colours(crop(base), far_c & (pen_c < p.max_reach), p.novel_level, where=zone)
-    moving = None  # first round: what moves with the object while its surroundings stay still
-    if motion is not None and p.motion_object > 0 and not prior.any():
-        moving = _slowly_moving_pixels(motion[roi], crop(obj_strokes), far_c & (pen_c < p.max_reach), p)
-        if moving is not None:
-            moving &= (pen_c < p.novel_zone) & ~pos_mask & ~crop(user_bg | fixed) & crop(allowed)
+        surroundings = far_c & (pen_c < p.max_reach)
+        if use_novel:
+            novel = _unseen_colours(crop(base), surroundings, p.novel_level, where=zone)
+        if use_motion:
+            moving = _slowly_moving_pixels(motion[roi], crop(obj_strokes), surroundings, p)
+            if moving is not None:
+                moving &= zone
     prior_c = crop(prior_fg)
     # the prior is not trusted near the new scribbles: they say it is wrong there
     distrust = np.zeros(prior_c.shape, bool)
