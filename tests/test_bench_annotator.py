@@ -7,6 +7,7 @@ from napari_ivoma.bench.annotator import (
     correction_scribbles,
     first_round_scribbles,
     largest_region,
+    opened_error_regions,
     skeleton_path,
     worst_frame,
 )
@@ -110,3 +111,31 @@ def test_correction_scribbles_empty_when_the_frame_is_right():
     assert correction_scribbles(gt, gt.copy(), [1]) == []
     with pytest.raises(ValueError, match="shape"):
         correction_scribbles(gt, gt[:5], [1])
+
+
+def test_every_region_annotator_strokes_each_error_region_that_survives_the_opening():
+    gt = np.zeros((80, 80), np.uint32)
+    gt[10:50, 10:50] = 1
+    pred = gt.copy()
+    pred[10:50, 40:50] = 0  # a missed strip of object 1 (400 px)
+    pred[60:75, 5:20] = 1  # two false positives, 225 and 160 px ...
+    pred[60:70, 50:66] = 1
+    pred[2, 70:73] = 1  # ... and a sliver the opening removes
+    fp = (gt == 0) & (pred == 1)
+    regions = opened_error_regions(fp)
+    assert len(regions) == 2  # the sliver is gone; corners are rounded off
+    assert regions[0][60:75, 5:20].sum() > 0.95 * 225 and regions[1][60:70, 50:66].sum() > 0.95 * 160
+    every = correction_scribbles(gt, pred, [1], every_region=True)
+    assert [s.object_id for s in every] == [0, 0, 1]
+    assert _inside(regions[0], every[0].points) and _inside(regions[1], every[1].points)
+    assert _inside((gt == 1) & (pred == 0), every[2].points)
+    # the benchmark's annotator: the largest region per label only
+    assert [s.object_id for s in correction_scribbles(gt, pred, [1])] == [0, 1]
+
+
+def test_opened_error_regions_shrink_the_opening_rather_than_lose_a_thin_error():
+    err = np.zeros((60, 60), bool)
+    err[10, 5:55] = err[11, 5:55] = True  # a 2 px wide line: any real opening removes it
+    regions = opened_error_regions(err)
+    assert len(regions) == 1 and regions[0].sum() == err.sum()
+    assert opened_error_regions(np.zeros((5, 5), bool)) == []

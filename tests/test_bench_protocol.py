@@ -226,3 +226,16 @@ def test_protocol_with_the_real_session(tmp_path):
     assert all(0 <= r["JF"] <= 1 for r in recs)
     assert res["summary"]["JF_r1"] > 0.3
     assert res["summary"]["cpsm_latency_per_frame"] > 0
+
+
+def test_protocol_every_region_annotator_draws_at_least_as_many_strokes(tmp_path):
+    seq = load_sequence(_write_label_tiff_seq(tmp_path / "sim", _clip_labels(entering=True)))
+    runs = {}
+    for mode in ("largest", "every-region"):
+        res = run_sequence(seq, rounds=3, session_factory=EchoSession, annotator_mode=mode)
+        assert res["annotator"] == mode
+        runs[mode] = [r["n_scribbles"] for r in res["rounds"]]
+    assert runs["every-region"][0] == runs["largest"][0]  # round 1 is the same
+    assert runs["every-region"][1] >= runs["largest"][1]
+    with pytest.raises(ValueError, match="annotator_mode"):
+        run_sequence(seq, rounds=1, session_factory=EchoSession, annotator_mode="all")

@@ -14,11 +14,16 @@ the way a user draws a line through the middle of an object.
   included, one stroke along the skeleton of the largest connected region
   where the ground truth has that label and the prediction does not (false
   negatives of an object get that object's id; false positives of any object,
-  i.e. missing background, get a background stroke).
+  i.e. missing background, get a background stroke).  With
+  ``every_region=True`` (DAVIS's interactive robot's rule) every region of that
+  error mask that survives a morphological opening gets a stroke: the opening's
+  radius is 0.075 times the square root of the error's area, at most 16 px,
+  shrunk by 10% steps while it would remove everything.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from scipy import ndimage
 from scipy.sparse import coo_matrix
@@ -36,6 +41,7 @@ __all__ = [
     "worst_frame",
     "first_round_scribbles",
     "correction_scribbles",
+    "opened_error_regions",
 ]
 
 _EIGHT = np.ones((3, 3), dtype=bool)
@@ -144,14 +150,39 @@ def first_round_scribbles(gt_frame: np.ndarray, object_ids: list[int]) -> list[S
     return out
 
 
+def opened_error_regions(error: np.ndarray) -> list[np.ndarray]:
+    """The 8-connected regions of an error mask after the opening of DAVIS's interactive robot
+    (radius ``min(0.075 * sqrt(area), 16)`` px, shrunk by 10% steps while nothing would be left;
+    no opening below 1 px), largest first."""
+    error = np.asarray(error, dtype=bool)
+    if not error.any():
+        return []
+    radius = min(0.075 * np.sqrt(np.count_nonzero(error)), 16.0)
+    opened = error
+    while radius > 1.0:
+        d = 2 * int(round(radius)) + 1
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d))
+        opened = cv2.morphologyEx(error.astype(np.uint8), cv2.MORPH_OPEN, kernel) > 0
+        if opened.any():
+            break
+        radius *= 0.9
+    if radius <= 1.0:
+        opened = error
+    labels, n = ndimage.label(opened, structure=_EIGHT)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    return [labels == (k + 1) for k in np.argsort(-sizes, kind="stable")]
+
+
 def correction_scribbles(
-    gt_frame: np.ndarray, pred_frame: np.ndarray, object_ids: list[int], min_pixels: int = 1
+    gt_frame: np.ndarray, pred_frame: np.ndarray, object_ids: list[int], min_pixels: int = 1,
+    every_region: bool = False,
 ) -> list[Scribble]:
     """Corrective strokes on one frame: background first, then every object.
 
     For every label ``l`` in ``[0] + object_ids`` the largest connected region of
     ``(gt == l) & (pred != l)`` with at least ``min_pixels`` pixels gets a stroke
-    with id ``l``.  Returns ``[]`` when there is nothing left to fix.
+    with id ``l``; with ``every_region`` each of its :func:`opened_error_regions`
+    does (DAVIS's robot).  Returns ``[]`` when there is nothing left to fix.
     """
     gt_frame = np.asarray(gt_frame)
     pred_frame = np.asarray(pred_frame)
@@ -161,6 +192,11 @@ def correction_scribbles(
     for label in [0, *object_ids]:
         missing = (gt_frame == label) & (pred_frame != label)
         if np.count_nonzero(missing) < min_pixels:
+            continue
+        if every_region:
+            for region in opened_error_regions(missing):
+                if np.count_nonzero(region) >= min_pixels:
+                    out.append(Scribble(int(label), skeleton_path(region)))
             continue
         region = largest_region(missing)
         if np.count_nonzero(region) < min_pixels:

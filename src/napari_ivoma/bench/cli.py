@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from .dataset import SkipSequence, find_sequences, load_sequence
-from .protocol import DEFAULT_ROUNDS, default_session_factory, run_sequence
+from .protocol import ANNOTATOR_MODES, DEFAULT_ROUNDS, default_session_factory, run_sequence
 from .report import markdown_table, write_report
 
 __all__ = ["main", "build_parser", "parse_params"]
@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", action="store_true", help="run on the shipped synthetic sample clips")
     p.add_argument("--seq", nargs="+", metavar="NAME", help="only these sequences (folder names)")
     p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="interaction rounds R (default 8)")
+    p.add_argument(
+        "--annotator", choices=ANNOTATOR_MODES, default="largest",
+        help="corrective strokes: one per label in its largest error region (default, the "
+             "benchmark's), or one in every error region that survives an opening (DAVIS's robot)",
+    )
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
     p.add_argument(
         "--param", action="append", metavar="KEY=VALUE",
@@ -137,13 +142,14 @@ def main(argv: list[str] | None = None) -> int:
             bar.set_postfix(round=rec["round"], JF=f"{rec['JF']:.3f}")
             bar.update(1)
 
-        results.append(run_sequence(seq, args.rounds, factory, on_round=on_round))
+        results.append(run_sequence(seq, args.rounds, factory, on_round=on_round, annotator_mode=args.annotator))
     bar.close()
     config = {
         "path": str(args.path) if args.path else None,
         "sample": args.sample,
         "sequences": [n for n, _ in folders],
         "rounds": args.rounds,
+        "annotator": args.annotator,
         "max_frames": args.max_frames,
         "params": params,
         "backend": args.backend,

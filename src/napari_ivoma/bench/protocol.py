@@ -28,9 +28,10 @@ from . import annotator
 from .dataset import Sequence
 from .metrics import frame_j, seg_score, sequence_scores
 
-__all__ = ["run_sequence", "default_session_factory", "peak_rss_mb", "DEFAULT_ROUNDS"]
+__all__ = ["run_sequence", "default_session_factory", "peak_rss_mb", "DEFAULT_ROUNDS", "ANNOTATOR_MODES"]
 
 DEFAULT_ROUNDS = 8
+ANNOTATOR_MODES = ("largest", "every-region")
 
 SessionFactory = Callable[[np.ndarray], Any]
 
@@ -115,6 +116,7 @@ def run_sequence(
     rounds: int = DEFAULT_ROUNDS,
     session_factory: SessionFactory | None = None,
     on_round: Callable[[dict], None] | None = None,
+    annotator_mode: str = "largest",
 ) -> dict:
     """Run the protocol on one sequence.
 
@@ -124,6 +126,10 @@ def run_sequence(
     rounds : number of interaction rounds R (>= 1)
     session_factory : callable ``frames -> session`` (default: the engine's Session)
     on_round : called with each round's record (progress reporting)
+    annotator_mode : ``"largest"`` (the benchmark's annotator: one corrective stroke per label,
+        in its largest error region) or ``"every-region"`` (DAVIS's interactive robot: a stroke
+        in every error region that survives an opening, see
+        :func:`~napari_ivoma.bench.annotator.opened_error_regions`)
 
     Returns
     -------
@@ -134,6 +140,8 @@ def run_sequence(
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if annotator_mode not in ANNOTATOR_MODES:
+        raise ValueError(f"annotator_mode must be one of {ANNOTATOR_MODES}, got {annotator_mode!r}")
     factory = session_factory or default_session_factory()
     t_count = seq.masks.shape[0]
     session = factory(seq.frames)
@@ -147,7 +155,8 @@ def run_sequence(
         if r == 1:
             scribbles = annotator.first_round_scribbles(seq.masks[t], seq.object_ids)
         else:
-            scribbles = annotator.correction_scribbles(seq.masks[t], pred[t], seq.object_ids)
+            scribbles = annotator.correction_scribbles(seq.masks[t], pred[t], seq.object_ids,
+                                                       every_region=annotator_mode == "every-region")
         if not scribbles:
             if pred is None:
                 raise RuntimeError(f"{seq.name}: no object to scribble on frame {t}")
@@ -209,6 +218,7 @@ def run_sequence(
         "width": int(seq.masks.shape[2]),
         "objects": int(seq.n_objects),
         "instance": bool(seq.instance),
+        "annotator": annotator_mode,
         "early_stop_round": early_stop,
         "rounds": records,
     }

@@ -147,6 +147,8 @@ def write_report(
         "mean": _mean_row(rows) if rows else None,
     }
     md = table
+    if (config or {}).get("annotator", "largest") != "largest":
+        md = f"Annotator: {config['annotator']} (not the benchmark's default)\n\n" + md
     if skipped:
         md += "\nSkipped:\n" + "".join(f"- {why}\n" for why in skipped.values())
     paths = {
