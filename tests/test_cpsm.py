@@ -217,18 +217,26 @@ def object_with_two_orange_leaks(seed: int = 0):
     return np.clip(img, 0, 1).astype(np.float32), obj, first, second
 
 
-def test_correction_fixes_the_same_error_elsewhere_when_it_is_large():
-    """A background stroke through one orange leak of the prior also removes the other, far
-    from the stroke (far_change_share); with changes kept only near strokes it stays."""
+def test_correction_removes_the_stroked_leak_and_leaves_a_detached_one_unless_asked():
+    """A background stroke through one orange leak of the prior removes it and, by default,
+    leaves the other, far from the stroke, as it was (a correction changes the mask where its
+    strokes say so).  With ``bg_stroke_level`` the detached leak's colour gives no object samples
+    and it goes too (far_change_share lets a large change far from the strokes stand); with
+    changes kept only near strokes it stays even then."""
     img, obj, first, second = object_with_two_orange_leaks()
     prior = (obj | first | second).astype(np.uint32)
     scr = [Scribble(1, [[60, 25], [60, 55]]), Scribble(0, [[18, 92], [18, 138]])]
     out = scribbles_to_mask(img, scr, prior=prior, new_ids={0})
     assert (out[first] == 0).mean() > 0.95
-    assert (out[second] == 0).mean() > 0.95  # not touched by the stroke, removed all the same
-    assert iou(out == 1, obj) >= 0.95
+    np.testing.assert_array_equal(out[second], 1)
+    assert iou((out == 1) & ~second, obj) >= 0.95
     assert_control_points(out, scr)
-    local = scribbles_to_mask(img, scr, prior=prior, new_ids={0}, params=CPSMParams(far_change_share=0.0))
+    wide = scribbles_to_mask(img, scr, prior=prior, new_ids={0}, params=CPSMParams(bg_stroke_level=1.0))
+    assert (wide[first] == 0).mean() > 0.95
+    assert (wide[second] == 0).mean() > 0.95  # not touched by the stroke, removed all the same
+    assert iou(wide == 1, obj) >= 0.95
+    local = scribbles_to_mask(img, scr, prior=prior, new_ids={0},
+                              params=CPSMParams(bg_stroke_level=1.0, far_change_share=0.0))
     assert (local[first] == 0).mean() > 0.95
     np.testing.assert_array_equal(local[second], 1)
 
@@ -673,3 +681,51 @@ def test_a_body_moving_as_one_keeps_its_unseen_colour_samples():
     np.testing.assert_array_equal(scribbles_to_mask(img, [stroke], motion=motion),
                                   scribbles_to_mask(img, [stroke], motion=motion,
                                                     params=CPSMParams(novel_moves=False)))
+
+
+def test_a_background_stroke_in_a_strip_distrusts_the_strip_not_the_object_beside_it():
+    prior = np.zeros((60, 80), bool)
+    prior[10:50, 10:70] = True  # the object, and below it ...
+    strip_stroke = np.zeros_like(prior)
+    strip_stroke[46, 30:50] = True  # ... a stroke along a strip 8 px high at its bottom edge
+    none = np.zeros_like(prior)
+    whole = _distrusted_prior(prior, none, strip_stroke, zone=20.0)
+    fitted = _distrusted_prior(prior, none, strip_stroke, zone=20.0, fit=1.5, least=2.0)
+    assert whole[30, 40] and not fitted[30, 40]  # 16 px above the stroke: only the whole zone
+    assert fitted[44, 40] and fitted[49, 40]  # the strip itself stays in doubt
+    assert not (fitted & ~whole).any()  # never more than the zone
+    np.testing.assert_array_equal(_distrusted_prior(prior, none, strip_stroke, zone=20.0, fit=0.0), whole)
+
+
+def bear_on_shaded_ground(seed: int = 0):
+    """A brown body on four legs whose shaded fur is coloured like the shaded ground they stand
+    on; the prior (a propagated mask) took the ground between the hind legs as well.  Returns
+    (image, body with legs, legs, the wrongly taken strip, prior labels, a background stroke
+    through the strip)."""
+    rng = np.random.default_rng(seed)
+    h, w = 200, 320
+    rr, cc = np.mgrid[:h, :w]
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = [0.62, 0.60, 0.58]
+    img[rr >= 120] = [0.26, 0.19, 0.13]
+    body = ((rr - 85) / 40.0) ** 2 + ((cc - 160) / 95.0) ** 2 <= 1
+    legs = np.zeros((h, w), bool)
+    for c0 in (85, 115, 195, 225):
+        legs |= (cc >= c0) & (cc < c0 + 18) & (rr >= 95) & (rr < 170)
+    bear = body | legs
+    img[body] = [0.45, 0.28, 0.15]
+    img[legs & ~body] = [0.27, 0.19, 0.13]
+    img = np.clip(img + 0.03 * rng.standard_normal(img.shape), 0, 1).astype(np.float32)
+    strip = (rr >= 118) & (rr < 165) & (cc >= 133) & (cc < 195) & ~bear
+    prior = (bear | strip).astype(np.uint32)
+    stroke = Scribble(0, np.array([[140.0, 140.0], [142.0, 165.0], [140.0, 188.0]]))
+    return img, bear, legs, strip, prior, stroke
+
+
+def test_a_background_stroke_between_legs_coloured_like_the_ground_keeps_the_legs():
+    for seed in range(3):
+        img, bear, legs, strip, prior, stroke = bear_on_shaded_ground(seed)
+        out = scribbles_to_mask(img, [stroke], prior=prior, new_ids={0}) == 1
+        assert (out & legs).sum() > 0.85 * legs.sum()
+        assert (out & strip).sum() < 0.5 * strip.sum()
+        assert iou(out, bear) > iou(prior > 0, bear)  # the correction does not make it worse
