@@ -588,6 +588,13 @@ def test_a_correction_never_vetoes_a_part_of_the_prior_object_that_moves_apart()
     assert kept() >= kept(motion_apart=0.0) - 0.03 * limb.sum()
 
 
+def masks_with_and_without(img, stroke, motion, **setting):
+    """Object 1's round-1 masks with one CPSM parameter at its two values ``name=(on, off)``."""
+    (name, values), = setting.items()
+    return tuple(scribbles_to_mask(img, [stroke], motion=motion, params=CPSMParams(**{name: v})) == 1
+                 for v in values)
+
+
 def slowly_walking_animal(seed: int = 0, speed: float = 3.0):
     """A body whose dark lower half carries the stroke and whose upper half is a lighter shade of
     it (a sunlit back), moving ``speed`` px/frame over still grey-green ground with far, still
@@ -614,8 +621,7 @@ def slowly_walking_animal(seed: int = 0, speed: float = 3.0):
 def test_a_slowly_moving_part_unlike_the_stroke_is_found_by_its_motion_in_round_1():
     for seed in range(3):
         img, body, back, motion, stroke = slowly_walking_animal(seed)
-        on, off = (scribbles_to_mask(img, [stroke], motion=motion, params=CPSMParams(motion_object=w)) == 1
-                   for w in (1.0, 0.0))
+        on, off = masks_with_and_without(img, stroke, motion, motion_object=(1.0, 0.0))
         assert (off & back).sum() < 0.05 * back.sum()  # the colours alone leave the back out
         assert (on & back).sum() > 0.6 * back.sum()  # it moves with the body, the ground does not
         assert (on & ~body).sum() < 0.01 * body.sum()
@@ -661,8 +667,7 @@ def spinning_dancer(seed: int = 0, hose_speed: float = 0.0):
 def test_a_still_patch_of_unseen_colour_beside_a_dancer_is_not_taken_in_round_1():
     for seed in range(3):
         img, limbs, hose, motion, stroke = spinning_dancer(seed)
-        on, off = (scribbles_to_mask(img, [stroke], motion=motion, params=CPSMParams(novel_moves=m)) == 1
-                   for m in (True, False))
+        on, off = masks_with_and_without(img, stroke, motion, novel_moves=(True, False))
         assert (off & hose).sum() > 0.9 * hose.sum()  # its colour alone makes it the object's
         assert (on & hose).sum() == 0  # the limbs move, it does not
         assert iou(on, limbs) > 0.97
