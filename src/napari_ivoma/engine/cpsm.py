@@ -113,9 +113,10 @@ class CPSMParams:
         ``prior_removal_weight`` 0.8 (was 0.3) and ``bg_stroke_level`` 0 (was 1.0): a background
         stroke through the shaded ground between a bear's legs, coloured like the legs in shade,
         took all four lower legs with it (seed 1, frame 15: 0.910 -> 0.868); all five corrections
-        that made their frame worse in the five-seed DAVIS runs were of that kind.  Each part
-        alone left some (175 recorded corrections: J 0.8666 -> 0.8667, worse 1 -> 1; bear
-        corrections of seeds 1 and 4: 0.922 -> 0.938, worse 3 -> 0).  DAVIS 8 rounds, seeds
+        that made their frame worse in the five-seed DAVIS runs were of that kind; each of the
+        three changes alone left some.  All three: 175 recorded corrections J 0.8666 -> 0.8667,
+        worse 1 -> 1 (over three CPSM draws 10 -> 1 of 525); bear corrections of seeds 1 and 4
+        0.922 -> 0.938, worse 3 -> 0.  DAVIS 8 rounds, seeds
         0-4: AUC 0.833 -> 0.834, J&F r8 0.878 -> 0.882, corrected frames 0.879 -> 0.882,
         corrections worse 5 -> 1 (dog +0.015 AUC, car-shadow +0.002, bear +0.006, blackswan
         -0.003, breakdance -0.014).
@@ -247,7 +248,7 @@ class CPSMParams:
         (1.0): DAVIS correction J 0.879 -> 0.888, 0.875 -> 0.887; it also took the object samples
         of the body itself, e.g. of a bear's legs in shade when the stroke ran through shaded
         ground.  Session 11, on detached pixels only, with ``distrust_fit``: DAVIS seeds 0-3
-        J&F r8 0.883 -> 0.878 against off (dog -0.024: its detached parts coloured like the
+        J&F r8 0.878 against 0.883 with it off (dog -0.024: its detached parts coloured like the
         ground lost their samples).
     """
 
