@@ -30,6 +30,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import dijkstra
 from skimage.morphology import skeletonize
 
+from napari_ivoma.engine.cpsm import largest_region
 from napari_ivoma.engine.scribbles import Scribble
 
 from .metrics import frame_object_j
@@ -55,16 +56,6 @@ def declare_objects(session, object_ids) -> None:
     if hasattr(session, "name_object"):
         for oid in object_ids:
             session.name_object(int(oid), f"object {int(oid)}")
-
-
-def largest_region(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of a boolean mask (the first one on ties); empty stays empty."""
-    mask = np.asarray(mask, dtype=bool)
-    labels, n = ndimage.label(mask, structure=_EIGHT)
-    if n <= 1:
-        return mask.copy()
-    sizes = np.bincount(labels.ravel())[1:]
-    return labels == (int(np.argmax(sizes)) + 1)
 
 
 def _longest_path(nodes: np.ndarray) -> np.ndarray:
@@ -158,7 +149,6 @@ def opened_error_regions(error: np.ndarray) -> list[np.ndarray]:
     if not error.any():
         return []
     radius = min(0.075 * np.sqrt(np.count_nonzero(error)), 16.0)
-    opened = error
     while radius > 1.0:
         d = 2 * int(round(radius)) + 1
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d))

@@ -634,8 +634,9 @@ def _reach_of_stroke(stroke: np.ndarray, outside: np.ndarray, fit: float, least:
     return dist < reach[ir, ic]
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of a boolean mask (empty stays empty)."""
+def largest_region(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a boolean mask (the first one on ties); empty stays empty."""
+    mask = np.asarray(mask, dtype=bool)
     lab, n = ndi.label(mask, structure=np.ones((3, 3)))
     if n <= 1:
         return mask.copy()
@@ -664,9 +665,8 @@ def _distrusted_prior(prior_fg: np.ndarray, new_fg: np.ndarray, new_bg: np.ndarr
     fit, least : float
         See above (``fit`` 0: every background stroke reaches ``zone``).
     """
-    if fit > 0:
-        return np.where(prior_fg, _reach_of_stroke(new_bg, ~prior_fg, fit, least, zone), _distance_from(new_fg) < zone)
-    return np.where(prior_fg, _distance_from(new_bg) < zone, _distance_from(new_fg) < zone)
+    in_doubt = _reach_of_stroke(new_bg, ~prior_fg, fit, least, zone) if fit > 0 else _distance_from(new_bg) < zone
+    return np.where(prior_fg, in_doubt, _distance_from(new_fg) < zone)
 
 
 def _keep_local_changes(out: np.ndarray, prior: np.ndarray, new_mask: np.ndarray,
@@ -868,7 +868,7 @@ def _segment(
     unlike_prior = np.zeros(prior_c.shape, bool)
     new_bg = new_c & crop(user_bg) & prior_c
     if p.bg_stroke_level > 0 and new_bg.sum() >= 10:
-        detached = prior_c & ~_largest_component(prior_c)  # (not the body: a leg coloured like the ground)
+        detached = prior_c & ~largest_region(prior_c)  # (not the body: a leg coloured like the ground)
         if detached.any():
             unlike_prior = detached & ~_unseen_colours(crop(base), new_bg, p.bg_stroke_level, where=detached)
     if prior.any() and new_mask.any():
