@@ -596,15 +596,22 @@ def masks_with_and_without(img, stroke, motion, **setting):
                  for v in values)
 
 
+def generated_canvas(seed: int, colour: list[float], shape: tuple[int, int] = (160, 240)):
+    """A random generator seeded with ``seed``, the row and column grids and an RGB float32 image
+    of ``shape`` filled with ``colour``: the start of the generated clips below."""
+    rng = np.random.default_rng(seed)
+    rr, cc = np.mgrid[:shape[0], :shape[1]]
+    img = np.empty(shape + (3,), np.float32)
+    img[:] = colour
+    return rng, rr, cc, img
+
+
 def slowly_walking_animal(seed: int = 0, speed: float = 3.0):
     """A body whose dark lower half carries the stroke and whose upper half is a lighter shade of
     it (a sunlit back), moving ``speed`` px/frame over still grey-green ground with far, still
     patches of a light brown (sunlit rocks).  Returns (image, body, back, motion, stroke)."""
-    rng = np.random.default_rng(seed)
-    h, w = 160, 240
-    rr, cc = np.mgrid[:h, :w]
-    img = np.empty((h, w, 3), np.float32)
-    img[:] = [0.45, 0.50, 0.40]
+    rng, rr, cc, img = generated_canvas(seed, [0.45, 0.50, 0.40])
+    h, w = img.shape[:2]
     body = ((rr - 80) / 32.0) ** 2 + ((cc - 120) / 60.0) ** 2 <= 1
     flank, back = body & (rr >= 80), body & (rr < 80)
     rocks = ((rr < 25) | (rr > 135)) & ((cc // 30) % 2 == 0)
@@ -642,11 +649,8 @@ def spinning_dancer(seed: int = 0, hose_speed: float = 0.0):
     beige wall and grey ground, with a small red patch touching the raised foot (a hose hanging
     still, or moving ``hose_speed`` px a frame with the foot).  Returns (image, limbs, hose,
     motion, stroke)."""
-    rng = np.random.default_rng(seed)
-    h, w = 160, 240
-    rr, cc = np.mgrid[:h, :w]
-    img = np.empty((h, w, 3), np.float32)
-    img[:] = [0.62, 0.55, 0.45]
+    rng, rr, cc, img = generated_canvas(seed, [0.62, 0.55, 0.45])
+    h, w = img.shape[:2]
     img[rr > 110] = [0.30, 0.31, 0.33]
     leg = (np.abs(rr - 60) < 9) & (cc > 40) & (cc < 130)
     raised = (np.abs(cc - 130) < 9) & (rr > 20) & (rr < 70)
@@ -743,11 +747,8 @@ def walking_dog(seed: int = 0, ground_speed: float = 0.0):
     mask) lost along with the leg; the flow smears the body's motion 8 px onto the ground around
     it, as DIS does.  Returns (image, the whole object, head, motion, prior labels, an object
     stroke along the leg)."""
-    rng = np.random.default_rng(seed)
-    h, w = 160, 240
-    rr, cc = np.mgrid[:h, :w]
-    img = np.empty((h, w, 3), np.float32)
-    img[:] = [0.55, 0.46, 0.36]
+    rng, rr, cc, img = generated_canvas(seed, [0.55, 0.46, 0.36])
+    h, w = img.shape[:2]
     body = ((rr - 70) / 24.0) ** 2 + ((cc - 120) / 50.0) ** 2 <= 1
     head = (((rr - 60) / 22.0) ** 2 + ((cc - 172) / 22.0) ** 2 <= 1) & ~body
     leg = (rr >= 85) & (rr < 125) & (np.abs(cc - 90) < 6)
