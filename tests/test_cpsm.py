@@ -791,3 +791,13 @@ def test_moving_parts_need_still_surroundings_and_leave_the_strokes_reach_alone(
     assert (reach & head).sum() > 0.15 * head.sum()  # (not a vacuous comparison)
     assert (on ^ off)[reach].sum() < 0.05 * (reach & head).sum()  # (the cut couples its outline)
     assert (on & head & ~reach).sum() > 0.3 * (head & ~reach).sum()  # beyond it the motion speaks
+
+
+def test_a_moving_region_a_background_stroke_reaches_is_left_to_the_stroke():
+    # a reflection moves with the swan; the user strokes one end of it as background
+    img, dog, head, motion, prior, stroke = walking_dog()
+    tip = Scribble(0, np.array([[52.0, 190.0], [68.0, 191.0]]))  # the head's far end
+    on = scribbles_to_mask(img, [stroke, tip], prior=prior, new_ids={0, 1}, motion=motion,
+                           params=CPSMParams(moving_parts=8.0)) == 1
+    assert (on & head).sum() < 0.05 * head.sum()
+    assert (on & dog & ~head).sum() > 0.95 * (prior > 0).sum()  # the rest of the correction holds
