@@ -589,11 +589,13 @@ def test_a_correction_never_vetoes_a_part_of_the_prior_object_that_moves_apart()
     assert kept() >= kept(motion_apart=0.0) - 0.03 * limb.sum()
 
 
-def masks_with_and_without(img, stroke, motion, **setting):
-    """Object 1's round-1 masks with one CPSM parameter at its two values ``name=(on, off)``."""
+def masks_with_and_without(img, strokes, motion, prior=None, new_ids=None, **setting):
+    """Object 1's masks (round 1, or a correction of ``prior``) with one CPSM parameter at its
+    two values ``name=(on, off)``; ``strokes``: a Scribble or a list of them."""
     (name, values), = setting.items()
-    return tuple(scribbles_to_mask(img, [stroke], motion=motion, params=CPSMParams(**{name: v})) == 1
-                 for v in values)
+    strokes = strokes if isinstance(strokes, list) else [strokes]
+    return tuple(scribbles_to_mask(img, strokes, prior=prior, new_ids=new_ids, motion=motion,
+                                   params=CPSMParams(**{name: v})) == 1 for v in values)
 
 
 def generated_canvas(seed: int, colour: list[float], shape: tuple[int, int] = (160, 240)):
@@ -712,11 +714,8 @@ def bear_on_shaded_ground(seed: int = 0):
     on; the prior (a propagated mask) took the ground between the hind legs as well.  Returns
     (image, body with legs, legs, the wrongly taken strip, prior labels, a background stroke
     through the strip)."""
-    rng = np.random.default_rng(seed)
-    h, w = 200, 320
-    rr, cc = np.mgrid[:h, :w]
-    img = np.empty((h, w, 3), np.float32)
-    img[:] = [0.62, 0.60, 0.58]
+    rng, rr, cc, img = generated_canvas(seed, [0.62, 0.60, 0.58], (200, 320))
+    h, w = img.shape[:2]
     img[rr >= 120] = [0.26, 0.19, 0.13]
     body = ((rr - 85) / 40.0) ** 2 + ((cc - 160) / 95.0) ** 2 <= 1
     legs = np.zeros((h, w), bool)
@@ -769,8 +768,7 @@ def test_a_correction_takes_a_part_moving_with_the_object_beyond_the_strokes_rea
     # on real frames it hesitates and the default tips it (see CPSMParams.moving_parts)
     for seed in range(3):
         img, dog, head, motion, prior, stroke = walking_dog(seed)
-        on, off = (scribbles_to_mask(img, [stroke], prior=prior, new_ids={1}, motion=motion,
-                                     params=CPSMParams(moving_parts=v)) == 1 for v in (8.0, 0.0))
+        on, off = masks_with_and_without(img, stroke, motion, prior, {1}, moving_parts=(8.0, 0.0))
         assert (off & head).sum() == 0  # the colours alone leave the head out
         assert (on & head).sum() > 0.4 * head.sum()  # it moves with the body, the ground does not
         assert (on & ~dog).sum() == 0  # nor is the smeared motion around it taken
@@ -783,8 +781,7 @@ def test_moving_parts_need_still_surroundings_and_leave_the_strokes_reach_alone(
         scribbles_to_mask(img, [stroke], prior=prior, new_ids={1}, motion=motion, params=CPSMParams(moving_parts=0.0)))
     img, dog, head, motion, prior, _ = walking_dog()
     near = Scribble(1, np.array([[70.0, 140.0], [62.0, 160.0]]))  # a stroke reaching into the head: it speaks there
-    on, off = (scribbles_to_mask(img, [near], prior=prior, new_ids={1}, motion=motion,
-                                 params=CPSMParams(moving_parts=v)) == 1 for v in (8.0, 0.0))
+    on, off = masks_with_and_without(img, near, motion, prior, {1}, moving_parts=(8.0, 0.0))
     p = CPSMParams()
     zone = max(p.min_start, p.distrust * np.sqrt(prior.sum() / np.pi))
     reach = ndi.distance_transform_edt(rasterize_scribbles([near], prior.shape, 1) < 0) < zone

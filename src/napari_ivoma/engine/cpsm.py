@@ -864,14 +864,14 @@ def _segment(
     far_c = crop(far)
     pen_c = crop(pen)
     ring = far_c & (pen_c < 2.0)
+    surroundings = far_c & (pen_c < p.max_reach)  # the automatic background around the objects
     novel = None  # first round: object samples of colours the surroundings lack ...
     moving = None  # ... and a cost for what moves with the object while its surroundings stay still
     use_novel = p.novel_weight > 0 and img.shape[2] == 3
     use_motion = motion is not None and p.motion_object > 0
     if (use_novel or use_motion) and not prior.any():
-        # free pixels near the strokes, and the automatic background around them
+        # free pixels near the strokes
         zone = (pen_c < p.novel_zone) & ~pos_mask & ~crop(user_bg | fixed) & crop(allowed)
-        surroundings = far_c & (pen_c < p.max_reach)
         if use_novel:
             novel = _unseen_colours(crop(base), surroundings, p.novel_level, where=zone)
             if motion is not None and p.novel_moves:
@@ -889,7 +889,8 @@ def _segment(
     # prior object pixels coloured like a new background stroke drawn into the prior object:
     # the stroke says such pixels are wrong, so they are no object samples
     unlike_prior = np.zeros(prior_c.shape, bool)
-    new_bg = new_c & crop(user_bg) & prior_c
+    new_bg_strokes = new_c & neg_user
+    new_bg = new_bg_strokes & prior_c
     if p.bg_stroke_level > 0 and new_bg.sum() >= 10:
         detached = prior_c & ~largest_region(prior_c)  # (not the body: a leg coloured like the ground)
         if detached.any():
@@ -901,11 +902,11 @@ def _segment(
                                           p.distrust_fit, p.min_start))
     if motion is not None and p.moving_parts > 0 and prior.any():
         # a correction: parts moving with the object where the prior is trusted are likely missed parts
-        moving = _pixels_moving_with(motion[roi], crop(obj_strokes) | prior_c, far_c & (pen_c < p.max_reach), p,
-                                     np.inf, p.moving_parts_erode)
+        moving = _pixels_moving_with(motion[roi], crop(obj_strokes) | prior_c, surroundings, p, np.inf,
+                                     p.moving_parts_erode)
         if moving is not None:
             # a moving region a new background stroke reaches is the stroke's (a reflection)
-            moving = _regions_not_reached(moving & ~prior_c & crop(allowed), new_c & crop(user_bg),
+            moving = _regions_not_reached(moving & ~prior_c & crop(allowed), new_bg_strokes,
                                           p.moving_parts_erode + 2) & ~distrust
 
     still = None if motion is None else _still_pixels(motion[roi], crop(obj_strokes), p)
