@@ -798,3 +798,36 @@ def test_a_moving_region_a_background_stroke_reaches_is_left_to_the_stroke():
                            params=CPSMParams(moving_parts=8.0)) == 1
     assert (on & head).sum() < 0.05 * head.sum()
     assert (on & dog & ~head).sum() > 0.95 * (prior > 0).sum()  # the rest of the correction holds
+
+
+def bear_walking_slowly(seed: int = 0, speed: float = 2.0):
+    """:func:`bear_on_shaded_ground` walking ``speed`` px a frame on its two left legs while the
+    two right ones stand planted; its round-1 stroke runs along the body.  Returns (image, bear,
+    the planted legs, strip, prior labels, the round-1 stroke, the background stroke, motion)."""
+    img, bear, legs, strip, prior, bg_stroke = bear_on_shaded_ground(seed)
+    cc = np.arange(bear.shape[1])[None, :]
+    planted = legs & (cc >= 195)
+    motion = np.zeros(bear.shape + (6,), np.float32)
+    for k, sign in ((0, 1.0), (1, -1.0)):
+        motion[..., 3 * k][bear & ~planted] = sign * speed
+        motion[..., 3 * k + 2][bear & ~planted] = speed
+    body_stroke = Scribble(1, np.array([[80.0, 90.0], [86.0, 160.0], [80.0, 230.0]]))
+    return img, bear, planted, strip, prior, body_stroke, bg_stroke, motion
+
+
+def test_a_slow_walkers_planted_leg_is_kept_when_a_background_stroke_comes_near():
+    for seed in range(3):
+        img, bear, planted, strip, prior, body_stroke, bg_stroke, motion = bear_walking_slowly(seed)
+        on, off = masks_with_and_without(img, [body_stroke, bg_stroke], motion, prior, {0},
+                                         slow_object=(4.0, 0.0))
+        assert (off & planted).sum() < 0.5 * planted.sum()  # standing still, the legs were vetoed
+        assert (on & planted).sum() > 0.7 * planted.sum()  # the prior's word holds for them, as without motion
+        assert (on & strip).sum() < 0.5 * strip.sum()  # the stroke still clears the strip
+        assert iou(on, bear) > iou(prior > 0, bear)
+
+
+def test_a_fast_objects_still_pixels_stay_vetoed_in_a_correction():
+    img, bear, planted, strip, prior, body_stroke, bg_stroke, motion = bear_walking_slowly(speed=8.0)
+    on, off = masks_with_and_without(img, [body_stroke, bg_stroke], motion, prior, {0}, slow_object=(4.0, 0.0))
+    np.testing.assert_array_equal(on, off)
+
