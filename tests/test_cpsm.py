@@ -831,3 +831,38 @@ def test_a_fast_objects_still_pixels_stay_vetoed_in_a_correction():
     on, off = masks_with_and_without(img, [body_stroke, bg_stroke], motion, prior, {0}, slow_object=(4.0, 0.0))
     np.testing.assert_array_equal(on, off)
 
+
+def dog_with_a_patch_left_on_the_wall(patch_speed: float = 0.0, seed: int = 0):
+    """:func:`walking_dog` whose prior also holds a detached patch of the dog's colour on the
+    ground (propagation left it there), standing still or moving ``patch_speed`` px a frame with
+    the dog.  Returns (image, dog, patch, motion, prior labels, the leg stroke)."""
+    img, dog, head, motion, prior, stroke = walking_dog(seed)
+    patch = np.zeros(dog.shape, bool)
+    patch[12:32, 20:60] = True
+    img[patch] = img[dog & ~head][:patch.sum()]
+    motion[..., 0][patch] = motion[..., 2][patch] = patch_speed
+    prior = prior.copy()
+    prior[patch] = 1
+    return img, dog, patch, motion, prior, stroke
+
+
+def test_a_correction_drops_a_still_piece_a_moving_objects_prior_left_behind():
+    for seed in range(3):
+        img, dog, patch, motion, prior, stroke = dog_with_a_patch_left_on_the_wall(seed=seed)
+        on, off = masks_with_and_without(img, stroke, motion, prior, {1}, still_pieces=(0.8, 0.0))
+        assert (off & patch).sum() > 0.5 * patch.sum()  # coloured like the dog and trusted (the still veto takes a part)
+        assert (on & patch).sum() == 0  # the dog moves 8 px, the patch stands still
+        assert iou(on, dog) > iou(off, dog)
+
+
+def test_a_detached_piece_is_kept_when_it_moves_or_a_stroke_or_a_slow_object_speaks_for_it():
+    img, dog, patch, motion, prior, stroke = dog_with_a_patch_left_on_the_wall(patch_speed=8.0)
+    on = scribbles_to_mask(img, [stroke], prior=prior, new_ids={1}, motion=motion) == 1
+    assert (on & patch).sum() == patch.sum()  # a detached part moving with the dog (a hand)
+    img, dog, patch, motion, prior, stroke = dog_with_a_patch_left_on_the_wall()
+    touch = Scribble(1, np.array([[20.0, 30.0], [22.0, 50.0]]))
+    on = scribbles_to_mask(img, [stroke, touch], prior=prior, new_ids={1}, motion=motion) == 1
+    assert (on & patch).sum() == patch.sum()  # the user's new stroke on it says it is the dog's
+    motion[..., 0][motion[..., 2] > 0] = motion[..., 2][motion[..., 2] > 0] = 2.0  # a slow walker
+    on, off = masks_with_and_without(img, stroke, motion, prior, {1}, still_pieces=(0.8, 0.0))
+    np.testing.assert_array_equal(on, off)
