@@ -410,6 +410,12 @@ def test_motion_features_must_match_the_frame():
     with pytest.raises(ValueError, match="motion features"):
         scribbles_to_mask(img, [Scribble(1, np.array([[10.0, 10.0], [20.0, 20.0]]))],
                           motion=np.zeros((5, 5, 3), np.float32))
+    # no neighbouring frame (a one-frame video): no motion, as without any
+    prior = (gt == 1).astype(np.uint32)
+    stroke = Scribble(0, np.array([[5.0, 5.0], [5.0, 30.0]]))
+    np.testing.assert_array_equal(
+        scribbles_to_mask(img, [stroke], prior=prior, motion=np.zeros(gt.shape + (0,), np.float32)),
+        scribbles_to_mask(img, [stroke], prior=prior))
 
 
 def test_motion_on_a_large_grey_frame_goes_through_the_shrunk_path():

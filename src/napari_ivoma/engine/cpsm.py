@@ -559,7 +559,7 @@ def scribbles_to_mask(
         motion = np.asarray(motion, np.float32)
         if motion.ndim != 3 or motion.shape[:2] != (h, w) or motion.shape[2] % 3:
             raise ValueError(f"motion features must be (H, W, 3K) for a {h}x{w} frame, got {motion.shape}")
-        if p.motion_veto <= 0:
+        if p.motion_veto <= 0 or motion.shape[2] == 0:  # (no neighbouring frame: no motion)
             motion = None
     cps = rasterize_control_points(scribbles, (h, w), p.spacing, p.cp_radius)
     scrib_ids = {s.object_id for s in scribbles}
@@ -610,8 +610,8 @@ def _without_still_pieces(prior: np.ndarray, active: list[int], strokes: np.ndar
     move ``slow_object`` px or more (median) to every neighbouring frame; a piece stands still
     when at least ``still_pieces`` of its pixels move less than ``motion_static`` px to every
     one.  A piece a new stroke of the object touches is kept, and so is a detached piece that
-    another new stroke touches (it speaks for it); specks (under
-    ``far_change_share`` of the object) are left alone.
+    another new stroke touches (it speaks for it); specks (under ``far_change_share`` of the
+    object) are left alone.
     """
     out = prior
     still = np.all(motion[..., 2::3] < p.motion_static, axis=2)
@@ -623,7 +623,7 @@ def _without_still_pieces(prior: np.ndarray, active: list[int], strokes: np.ndar
         sizes = np.bincount(lab.ravel(), minlength=n + 1)
         largest = int(np.argmax(sizes[1:])) + 1
         mover = strokes == k if (strokes == k).any() else lab == largest
-        if any(float(np.median(motion[..., 3 * j + 2][mover])) < p.slow_object for j in range(motion.shape[2] // 3)):
+        if min(_median_speeds(motion, mover)) < p.slow_object:
             continue
         drop = np.zeros(n + 1, bool)
         drop[1:] = ndi.mean(still, lab, index=np.arange(1, n + 1)) >= p.still_pieces
@@ -632,7 +632,6 @@ def _without_still_pieces(prior: np.ndarray, active: list[int], strokes: np.ndar
         spoken[np.unique(lab[new_raster >= 0])] = True
         spoken[largest] = False  # (the largest piece still: the propagated mask followed something else)
         spoken[np.unique(lab[new_raster == k])] = True
-        drop[0] = False
         drop &= ~spoken
         if drop.any():
             out = out.copy() if out is prior else out
@@ -1146,12 +1145,15 @@ def _still_pixels(motion: np.ndarray, strokes: np.ndarray, p: CPSMParams) -> np.
     return still / len(moving)
 
 
+def _median_speeds(motion: np.ndarray, region: np.ndarray) -> list[float]:
+    """The ``region`` pixels' median residual motion (px) to each neighbouring frame."""
+    return [float(np.median(motion[..., 3 * k + 2][region])) for k in range(motion.shape[2] // 3)]
+
+
 def _moves_slowly(motion: np.ndarray, strokes: np.ndarray, speed: float) -> bool:
     """Whether the ``strokes`` pixels' median motion stays below ``speed`` px to every neighbouring
     frame (see ``CPSMParams.slow_object``)."""
-    if not strokes.any():
-        return False
-    return all(float(np.median(motion[..., 3 * k + 2][strokes])) < speed for k in range(motion.shape[2] // 3))
+    return bool(strokes.any()) and max(_median_speeds(motion, strokes)) < speed
 
 
 def _move_together(vec: np.ndarray, p: CPSMParams) -> bool:
