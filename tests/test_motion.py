@@ -57,6 +57,34 @@ def test_fusion_drops_a_still_leak_one_direction_carried():
     assert same is fused
 
 
+def test_fused_track_drops_a_still_piece_a_moving_object_carries():
+    """A piece of a moving object's fused mask that stays still against the camera (a patch of
+    wall a dancer's track picked up) is dropped; a piece moving with it and a slow object's
+    pieces stay."""
+    from napari_ivoma.engine.mrgs import MRGSParams, SoftMask, drop_still_pieces
+
+    h, w = 60, 80
+    yy, xx = np.mgrid[:h, :w]
+    body = (yy - 30) ** 2 + (xx - 50) ** 2 <= 12**2
+    patch = (yy >= 10) & (yy < 20) & (xx >= 4) & (xx < 20)  # detached, on the still wall
+    fused = SoftMask.from_binary(body | patch)
+    residual = np.zeros((h, w, 2), np.float32)
+    residual[body] = (6.0, 0.0)
+
+    def full(m):
+        out = np.zeros((h, w), bool)
+        r0, r1, c0, c1 = m.box
+        out[r0:r1, c0:c1] = m.prob > 0.5
+        return out
+
+    np.testing.assert_array_equal(full(drop_still_pieces(fused, residual, (h, w), MRGSParams())), body)
+    residual[patch] = (6.0, 0.0)  # the piece moves with the body (a hand): kept
+    np.testing.assert_array_equal(full(drop_still_pieces(fused, residual, (h, w), MRGSParams())), body | patch)
+    residual[patch] = 0.0
+    residual[body] = (2.0, 0.0)  # a slow object: its still pieces tell nothing
+    assert drop_still_pieces(fused, residual, (h, w), MRGSParams()) is fused
+
+
 def test_fusion_still_check_takes_one_direction_whole():
     """After anomaly repair the fused mask can be one direction's, in its own box, smaller than
     the other direction's: the check still works (regression: a broadcasting error)."""

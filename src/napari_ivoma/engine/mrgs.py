@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy import ndimage as ndi
 
 from .graphcut import cut
 from .motion import FLOW_PRESETS, FlowCache, coarse_residual_motion, to_gray_u8
@@ -96,6 +97,8 @@ class MRGSParams:
     fuse_still: bool = True      # where the two directions disagree, pixels still against the camera while the object moves are background
     still_moving: float = 1.5    # ... the object moves: 10th percentile of its residual motion above this (px)
     still_static: float = 0.5    # ... still: residual motion below this (px)
+    track_still_pieces: float = 0.8  # fused masks: a piece this still (share of pixels) while the largest moves is dropped (0 = off)
+    track_still_speed: float = 4.0  # ... the largest piece moves: median residual motion at least this (px)
     lineage_fusion: bool = True  # daughters tracked back from a later reference are not born while the parent is whole
     track_fill_holes: float = 0.05  # holes inside a tracked object smaller than this share of its area are filled (0 = off)
 
@@ -518,6 +521,31 @@ def drop_still_disagreement(m: SoftMask, fwd: SoftMask, bwd: SoftMask, residual:
     return SoftMask(box, prob, m.score).tight()
 
 
+def drop_still_pieces(m: SoftMask, residual: np.ndarray, shape: tuple[int, int], params: MRGSParams) -> SoftMask | None:
+    """Remove from ``m`` its pieces (8-connected components of the mask) of which at least
+    ``track_still_pieces`` of the pixels stay still against the camera (below ``still_static``
+    px) while its largest piece moves (median above ``track_still_speed`` px): patches of wall a
+    dancer's track picked up and carries along.  Specks under 0.5% of the mask are left."""
+    fg = m.prob > 0.5
+    lab, n = ndi.label(fg, structure=np.ones((3, 3)))
+    if n < 2:
+        return m
+    mag = _residual_in_box(residual, m.box, shape)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    largest = int(np.argmax(sizes[1:])) + 1
+    if float(np.median(mag[lab == largest])) < params.track_still_speed:
+        return m
+    drop = np.zeros(n + 1, bool)
+    drop[1:] = ndi.mean(mag < params.still_static, lab, index=np.arange(1, n + 1)) >= params.track_still_pieces
+    drop &= sizes >= 0.005 * fg.sum()
+    drop[largest] = False
+    if not drop.any():
+        return m
+    prob = m.prob.copy()
+    prob[drop[lab]] = 0.0
+    return SoftMask(m.box, prob, m.score).tight()
+
+
 def merge_objects(masks: dict[int, SoftMask], shape: tuple[int, int]) -> np.ndarray:
     """One label image from per-object probabilities: each pixel goes to its most confident object
     (if above 0.5)."""
@@ -834,6 +862,10 @@ def _track_span(session, a: int | None, b: int | None, todo: list[int], flows: F
                 if residual is None:  # the frame's own motion (its flow to t + 1 is cached)
                     residual = coarse_residual_motion(flows.flow(t, t + 1))
                 m = drop_still_disagreement(m, f, g, residual, shape, params)
+            if m is not None and params.track_still_pieces > 0:
+                if residual is None:
+                    residual = coarse_residual_motion(flows.flow(t, t + 1))
+                m = drop_still_pieces(m, residual, shape, params)
             if m is not None:
                 fused[oid] = m
         yield t, merge_objects(fused, shape), agree
