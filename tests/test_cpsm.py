@@ -872,3 +872,39 @@ def test_a_detached_piece_is_kept_when_it_moves_or_a_stroke_or_a_slow_object_spe
     motion[..., 0][motion[..., 2] > 0] = motion[..., 2][motion[..., 2] > 0] = 2.0  # a slow walker
     on, off = masks_with_and_without(img, stroke, motion, prior, {1}, still_pieces=(0.8, 0.0))
     np.testing.assert_array_equal(on, off)
+
+
+def dancer_with_a_patch_of_wall(seed: int = 0, speed: float = 8.0):
+    """A body spinning on the spot (its left half moves ``speed`` px a frame right, its right
+    half as fast left: its strokes do not move as one) in a beige jacket the colour of the wall
+    behind it, with a still patch of that wall attached to its prior mask (propagation glued it
+    on).  Returns (image, body, patch, motion, prior labels, a stroke along the body)."""
+    rng, rr, cc, img = generated_canvas(seed, [0.30, 0.30, 0.32])
+    h, w = img.shape[:2]
+    img[rr < 58] = [0.62, 0.55, 0.45]
+    body = ((rr - 80) / 26.0) ** 2 + ((cc - 120) / 50.0) ** 2 <= 1
+    img[body] = [0.75, 0.30, 0.25]
+    img[body & (rr < 72)] = [0.62, 0.55, 0.45]
+    patch = (rr >= 36) & (rr < 62) & (cc >= 100) & (cc < 140) & ~body
+    img = np.clip(img + 0.03 * rng.standard_normal(img.shape), 0, 1).astype(np.float32)
+    motion = np.zeros((h, w, 3), np.float32)
+    motion[..., 0][body & (cc < 120)], motion[..., 0][body & (cc >= 120)] = speed, -speed
+    motion[..., 2][body] = speed
+    stroke = Scribble(1, np.array([[82.0, 80.0], [84.0, 120.0], [82.0, 160.0]]))
+    return img, body, patch, motion, (body | patch).astype(np.uint32), stroke
+
+
+def test_a_moving_objects_prior_is_not_trusted_where_it_stands_still():
+    for seed in range(3):
+        img, body, patch, motion, prior, stroke = dancer_with_a_patch_of_wall(seed)
+        on, off = masks_with_and_without(img, stroke, motion, prior, {1}, distrust_still=(True, False))
+        assert (off & patch).sum() > 0.3 * patch.sum()  # the wall's colour is the jacket's: the prior decided
+        assert (on & patch).sum() < 0.05 * patch.sum()  # standing still, the patch has no prior's word
+        assert (on & body).sum() > 0.95 * body.sum()  # the jacket moves: its prior holds
+        assert iou(on, body) > iou(off, body)
+
+
+def test_a_slow_objects_prior_is_trusted_where_it_stands_still():
+    img, body, patch, motion, prior, stroke = dancer_with_a_patch_of_wall(speed=2.0)
+    on, off = masks_with_and_without(img, stroke, motion, prior, {1}, distrust_still=(True, False))
+    np.testing.assert_array_equal(on, off)
