@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
+from conftest import _texture, iou
 
+from napari_ivoma.engine import Session
 from napari_ivoma.engine.motion import motion_features, residual_motion
 
 
@@ -83,6 +86,62 @@ def test_fused_track_drops_a_still_piece_a_moving_object_carries():
     residual[patch] = 0.0
     residual[body] = (2.0, 0.0)  # a slow object: its still pieces tell nothing
     assert drop_still_pieces(fused, residual, (h, w), MRGSParams()) is fused
+
+
+def object_passing_a_patch_of_its_colours(speed: int, n_frames: int = 8, seed: int = 0):
+    """A textured ellipse moving ``speed`` px a frame to the right over a textured still
+    background that holds, away from its path, a still patch of the object's own texture.
+    Returns (frames, labels of the object alone, the patch)."""
+    h, w = 96, 160
+    rng = np.random.default_rng(seed)
+    bg = np.stack([_texture(rng, (h, w), 3, lo, hi) for lo, hi in ((60, 140), (90, 160), (40, 110))], axis=2)
+    tex = np.stack([_texture(rng, (h, w), 1.5, lo, hi) for lo, hi in ((190, 250), (90, 150), (40, 80))], axis=2)
+    patch = np.zeros((h, w), bool)
+    patch[8:22, 60:84] = True
+    yy, xx = np.mgrid[:h, :w]
+    frames = np.zeros((n_frames, h, w, 3), np.uint8)
+    labels = np.zeros((n_frames, h, w), np.uint32)
+    for t in range(n_frames):
+        img = bg.copy()
+        img[patch] = tex[patch]
+        body = ((yy - 55) / 16.0) ** 2 + ((xx - 30 - speed * t) / 20.0) ** 2 <= 1
+        img[body] = np.roll(tex, speed * t, axis=1)[body]
+        labels[t][body] = 1
+        frames[t] = np.clip(img + rng.normal(0, 2, img.shape), 0, 255).astype(np.uint8)
+    return frames, labels, patch
+
+
+@pytest.mark.parametrize("reference", [0, 7])
+def test_a_one_direction_track_drops_a_still_piece_of_a_moving_object(reference):
+    """Tracked one way from its only reference (forward from the first frame, backward from the
+    last), an object moving 6 px a frame leaves behind the detached still piece its reference
+    mask also holds (a patch of the wall coloured like it); without the rule the track carries
+    the piece to every frame."""
+    frames, gt, patch = object_passing_a_patch_of_its_colours(speed=6)
+    ref = gt[reference].copy()
+    ref[patch] = 1
+    for setting, carried in ((0.8, False), (0.0, True)):
+        s = Session(frames, params={"track_still_pieces": setting})
+        s.set_labels(reference, ref)
+        out = np.asarray(s.propagate())
+        assert np.array_equal(out[reference], ref)  # the reference itself is the user's word
+        for t in set(range(8)) - {reference}:
+            if carried:
+                assert ((out[t] == 1) & patch).sum() > 0.5 * patch.sum(), t  # (not a vacuous test)
+            else:
+                assert ((out[t] == 1) & patch).sum() == 0, t
+                assert iou(out[t] == 1, gt[t] == 1) > 0.9, t
+
+
+def test_a_one_direction_track_of_a_slow_object_keeps_its_still_pieces():
+    frames, gt, patch = object_passing_a_patch_of_its_colours(speed=2)
+    ref = gt[0].copy()
+    ref[patch] = 1
+    s = Session(frames)
+    s.set_labels(0, ref)
+    out = np.asarray(s.propagate())
+    for t in range(1, 8):
+        assert ((out[t] == 1) & patch).sum() > 0.5 * patch.sum(), t  # 2 px a frame tells nothing
 
 
 def test_fusion_still_check_takes_one_direction_whole():

@@ -97,7 +97,7 @@ class MRGSParams:
     fuse_still: bool = True      # where the two directions disagree, pixels still against the camera while the object moves are background
     still_moving: float = 1.5    # ... the object moves: 10th percentile of its residual motion above this (px)
     still_static: float = 0.5    # ... still: residual motion below this (px)
-    track_still_pieces: float = 0.8  # fused masks: a piece this still (share of pixels) while the largest moves is dropped (0 = off)
+    track_still_pieces: float = 0.8  # tracked masks: a piece this still (share of pixels) while the largest moves is dropped (0 = off)
     track_still_speed: float = 4.0  # ... the largest piece moves: median residual motion at least this (px)
     lineage_fusion: bool = True  # daughters tracked back from a later reference are not born while the parent is whole
     track_fill_holes: float = 0.05  # holes inside a tracked object smaller than this share of its area are filled (0 = off)
@@ -824,7 +824,7 @@ def _track_span(session, a: int | None, b: int | None, todo: list[int], flows: F
                 fwd_exited[t] = dict(tracker.exited)
                 tick()
             else:
-                yield t, merge_objects(state, shape), 1.0
+                yield t, merge_objects(_without_still_pieces(state, flows, t, t - 1, shape, params), shape), 1.0
     if not use_bwd:
         return
     tracker = _Pass(session, b, -1, flows, params, pooled_models(b, hists, params.pool_weight))
@@ -835,7 +835,7 @@ def _track_span(session, a: int | None, b: int | None, todo: list[int], flows: F
         if t > last:
             continue
         if a is None:
-            yield t, merge_objects(state, shape), 1.0
+            yield t, merge_objects(_without_still_pieces(state, flows, t, t + 1, shape, params), shape), 1.0
             continue
         fwd = {oid: SoftMask.unpack(p) for oid, p in fwd_results.pop(t).items()}
         ex_f = fwd_exited.pop(t)
@@ -869,6 +869,22 @@ def _track_span(session, a: int | None, b: int | None, todo: list[int], flows: F
             if m is not None:
                 fused[oid] = m
         yield t, merge_objects(fused, shape), agree
+
+
+def _without_still_pieces(state: dict[int, SoftMask], flows: FlowCache, t: int, src: int,
+                          shape: tuple[int, int], params: MRGSParams) -> dict[int, SoftMask]:
+    """A one-direction track's masks on frame ``t`` without their still pieces (see
+    :func:`drop_still_pieces`), for the output only: the tracker's own state goes on unchanged.
+    ``src``: the frame the tracker came from (the flow into ``t`` it has cached)."""
+    if params.track_still_pieces <= 0 or not state:
+        return state
+    residual = coarse_residual_motion(flows.flow(t, src))
+    out = {}
+    for oid, m in state.items():
+        m = drop_still_pieces(m, residual, shape, params)
+        if m is not None:
+            out[oid] = m
+    return out
 
 
 def _unborn_daughters(session, fwd: dict[int, SoftMask], bwd: dict[int, SoftMask], on_a: set[int],
