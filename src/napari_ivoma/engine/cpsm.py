@@ -227,9 +227,8 @@ class CPSMParams:
         stroke of the object comes within the ``distrust`` zone.  Propagation glues patches of
         wall to a dancer's mask; ``still_pieces`` drops only detached ones.  175 recorded DAVIS
         corrections: J 0.8944 -> 0.8973 (breakdance 0.837 -> 0.848, car-shadow 0.872 -> 0.874,
-        dog 0.903 -> 0.903), none worse; with the speed test on every neighbouring frame (as
-        ``slow_object`` does) it never fired on the dancer, whose strokes move 2.5 px to one
-        neighbour and 8.6 px to the other.
+        dog 0.903 -> 0.903), none worse; with the speed test on every neighbouring frame instead
+        of some: 0.8963 (a dancer's strokes can move 8.6 px to one neighbour, 2.5 px to the other).
     n_trees : int
         Trees of the pixel classifier (48 instead of 16: the same mean J, seed-to-seed spread
         0.024 -> 0.017, 3x the time).

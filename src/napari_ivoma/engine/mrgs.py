@@ -876,12 +876,15 @@ def _without_still_pieces(state: dict[int, SoftMask], flows: FlowCache, t: int, 
     """A one-direction track's masks on frame ``t`` without their still pieces (see
     :func:`drop_still_pieces`), for the output only: the tracker's own state goes on unchanged.
     ``src``: the frame the tracker came from (the flow into ``t`` it has cached)."""
-    if params.track_still_pieces <= 0 or not state:
+    if params.track_still_pieces <= 0:
         return state
-    residual = coarse_residual_motion(flows.flow(t, src))
+    residual = None  # (the frame's motion, only if some mask is in pieces: most frames pay nothing)
     out = {}
     for oid, m in state.items():
-        m = drop_still_pieces(m, residual, shape, params)
+        if ndi.label(m.prob > 0.5, structure=np.ones((3, 3)))[1] >= 2:
+            if residual is None:
+                residual = coarse_residual_motion(flows.flow(t, src))
+            m = drop_still_pieces(m, residual, shape, params)
         if m is not None:
             out[oid] = m
     return out
