@@ -979,8 +979,9 @@ def _segment(
     if prior.any() and new_mask.any():
         distrust = crop(_distrusted_prior(prior_fg, new_mask & (strokes > 0), new_mask & (strokes == 0), zone,
                                           p.distrust_fit, p.min_start))
-    if p.distrust_still and motion is not None and prior_c.any() and obj_strokes.any() \
-            and max(_median_speeds(motion[roi], crop(obj_strokes))) >= p.slow_object:
+    # the object's strokes move under ``slow_object`` px to every neighbouring frame
+    slow = motion is not None and _moves_slowly(motion[roi], crop(obj_strokes), p.slow_object)
+    if p.distrust_still and motion is not None and prior_c.any() and obj_strokes.any() and not slow:
         # what the prior holds of a moving object that stands still (a patch of wall) speaks for
         # nothing, unless a new stroke of the object comes near
         still_prior = prior_c & np.all(motion[roi][..., 2::3] < p.motion_static, axis=2)
@@ -1004,8 +1005,7 @@ def _segment(
         if apart is not None:  # a pixel still or moving otherwise: vetoed alike
             apart[prior_c] = 0.0  # (never what the prior calls the object: a part may move apart)
             still = apart if still is None else np.maximum(still, apart)
-    if still is not None and p.slow_object > 0 and prior_c.any() and _moves_slowly(motion[roi], crop(obj_strokes),
-                                                                                   p.slow_object):
+    if still is not None and p.slow_object > 0 and prior_c.any() and slow:
         still = np.where(prior_c, 0.0, still).astype(np.float32)  # a slow walker's planted foot stands still
     still_bg = None  # the object moves, these pixels do not: background samples
     if still is not None:

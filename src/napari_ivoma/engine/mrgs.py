@@ -27,6 +27,7 @@ The steps of Le et al. (AAAI-21), in order, as functions of this module:
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import zlib
@@ -521,16 +522,19 @@ def drop_still_disagreement(m: SoftMask, fwd: SoftMask, bwd: SoftMask, residual:
     return SoftMask(box, prob, m.score).tight()
 
 
-def drop_still_pieces(m: SoftMask, residual: np.ndarray, shape: tuple[int, int], params: MRGSParams) -> SoftMask | None:
+def drop_still_pieces(m: SoftMask, residual: np.ndarray | Callable[[], np.ndarray], shape: tuple[int, int],
+                      params: MRGSParams) -> SoftMask | None:
     """Remove from ``m`` its pieces (8-connected components of the mask) of which at least
     ``track_still_pieces`` of the pixels stay still against the camera (below ``still_static``
     px) while its largest piece moves (median above ``track_still_speed`` px): patches of wall a
-    dancer's track picked up and carries along.  Specks under 0.5% of the mask are left."""
+    dancer's track picked up and carries along.  Specks under 0.5% of the mask are left.
+    ``residual``: the frame's :func:`~napari_ivoma.engine.motion.coarse_residual_motion`, or a
+    function returning it (called only when ``m`` is in pieces)."""
     fg = m.prob > 0.5
     lab, n = ndi.label(fg, structure=np.ones((3, 3)))
     if n < 2:
         return m
-    mag = _residual_in_box(residual, m.box, shape)
+    mag = _residual_in_box(residual() if callable(residual) else residual, m.box, shape)
     sizes = np.bincount(lab.ravel(), minlength=n + 1)
     largest = int(np.argmax(sizes[1:])) + 1
     if float(np.median(mag[lab == largest])) < params.track_still_speed:
@@ -841,7 +845,7 @@ def _track_span(session, a: int | None, b: int | None, todo: list[int], flows: F
         ex_f = fwd_exited.pop(t)
         w_fwd = (b - t) / (b - a)
         fused, agree = {}, 1.0
-        residual = None
+        frame_motion = _lazy_frame_motion(flows, t, t + 1)  # (its flow to t + 1 is cached)
         bwd = dict(state)  # (the tracker's own state goes on unchanged)
         unborn, parents = _unborn_daughters(session, fwd, bwd, set(fwd_areas), set(tracker.ref_areas)) \
             if params.lineage_fusion else (set(), set())
@@ -859,16 +863,18 @@ def _track_span(session, a: int | None, b: int | None, todo: list[int], flows: F
                                 lost_ratio=params.lost_ratio, min_score=params.min_score,
                                 exited=(ex_f.get(oid, False), tracker.exited.get(oid, False)))
             if m is not None and f is not None and g is not None and params.fuse_still and iou_fg < 0.98:
-                if residual is None:  # the frame's own motion (its flow to t + 1 is cached)
-                    residual = coarse_residual_motion(flows.flow(t, t + 1))
-                m = drop_still_disagreement(m, f, g, residual, shape, params)
+                m = drop_still_disagreement(m, f, g, frame_motion(), shape, params)
             if m is not None and params.track_still_pieces > 0:
-                if residual is None:
-                    residual = coarse_residual_motion(flows.flow(t, t + 1))
-                m = drop_still_pieces(m, residual, shape, params)
+                m = drop_still_pieces(m, frame_motion, shape, params)
             if m is not None:
                 fused[oid] = m
         yield t, merge_objects(fused, shape), agree
+
+
+def _lazy_frame_motion(flows: FlowCache, t: int, src: int) -> Callable[[], np.ndarray]:
+    """Frame ``t``'s own motion (:func:`~napari_ivoma.engine.motion.coarse_residual_motion` of its
+    flow from ``src``), computed on the first call and kept."""
+    return functools.cache(lambda: coarse_residual_motion(flows.flow(t, src)))
 
 
 def _without_still_pieces(state: dict[int, SoftMask], flows: FlowCache, t: int, src: int,
@@ -878,13 +884,10 @@ def _without_still_pieces(state: dict[int, SoftMask], flows: FlowCache, t: int, 
     ``src``: the frame the tracker came from (the flow into ``t`` it has cached)."""
     if params.track_still_pieces <= 0:
         return state
-    residual = None  # (the frame's motion, only if some mask is in pieces: most frames pay nothing)
+    frame_motion = _lazy_frame_motion(flows, t, src)  # (only a mask in pieces asks: most frames pay nothing)
     out = {}
     for oid, m in state.items():
-        if ndi.label(m.prob > 0.5, structure=np.ones((3, 3)))[1] >= 2:
-            if residual is None:
-                residual = coarse_residual_motion(flows.flow(t, src))
-            m = drop_still_pieces(m, residual, shape, params)
+        m = drop_still_pieces(m, frame_motion, shape, params)
         if m is not None:
             out[oid] = m
     return out
