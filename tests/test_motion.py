@@ -6,9 +6,16 @@ import cv2
 import numpy as np
 import pytest
 from conftest import _texture, iou
+from scipy import ndimage as ndi
 
 from napari_ivoma.engine import Session
-from napari_ivoma.engine.motion import motion_features, residual_motion
+from napari_ivoma.engine.motion import (
+    FlowCache,
+    colour_change,
+    motion_features,
+    residual_motion,
+    to_gray_u8,
+)
 
 
 def test_residual_motion_removes_a_camera_pan_and_keeps_an_object():
@@ -27,8 +34,54 @@ def test_motion_features_channels():
     flow = np.zeros((40, 50, 2), np.float32)
     flow[10:20, 10:20, 0] = 4.0
     feats = motion_features([flow, -flow])
-    assert feats.shape == (40, 50, 6) and feats.dtype == np.float32
-    assert feats[15, 15, 2] > 2.0 and feats[35, 45, 2] < 0.5  # magnitude channel
+    assert feats.shape == (40, 50, 8) and feats.dtype == np.float32
+    assert feats[15, 15, 2] > 2.0 and feats[35, 45, 2] < 0.5  # speed channel
+    assert np.isnan(feats[..., 3::4]).all()  # no images: the colour change is not measured
+    frame = np.random.default_rng(0).random((40, 50, 3)).astype(np.float32)
+    still = np.zeros_like(flow)
+    feats = motion_features([still, still], frame, [frame, frame])
+    assert np.abs(feats[..., 3::4]).max() < 1e-6  # the same frame does not change
+    with pytest.raises(ValueError, match="one neighbouring frame per flow"):
+        motion_features([flow, -flow], frame, [frame])
+
+
+def panning_clip(pan: tuple[int, int] = (3, 2), step: int = 6):
+    """Three frames of a textured still scene filmed by a panning camera (``pan`` px a frame,
+    dx, dy) with a textured square moving ``step`` px a frame to the right on its own, a tail
+    (an 8 px wide bar) fixed to it.  Returns (frames, object mask in the middle frame)."""
+    rng = np.random.default_rng(3)
+    def texture(shape):
+        t = cv2.GaussianBlur(rng.random(shape).astype(np.float32), (0, 0), 2.0)
+        return np.clip(0.5 + 4.0 * (t - t.mean()), 0, 1)
+
+    scene, tex = texture((220, 300, 3)), texture((60, 110, 3))
+    frames, masks = [], []
+    for i in (-1, 0, 1):
+        y0, x0 = 30 + pan[1] * i, 30 + pan[0] * i
+        f = scene[y0:y0 + 150, x0:x0 + 220].copy()
+        m = np.zeros((150, 220), bool)
+        c = 60 + step * i
+        m[45:95, c:c + 50] = True  # the body
+        m[65:73, c + 50:c + 100] = True  # the tail
+        f[m] = tex[:50, :100][m[45:95, c:c + 100]]
+        frames.append(np.ascontiguousarray(f))
+        masks.append(m)
+    return frames, masks[1]
+
+
+def test_colour_change_sees_what_moves_against_the_camera():
+    frames, obj = panning_clip()
+    flows = FlowCache(lambda t: to_gray_u8(frames[t]), "medium")
+    change = [colour_change(frames[1], frames[u], flows.flow(1, u)) for u in (0, 2)]
+    both = np.minimum(*change)
+    near = ndi.distance_transform_edt(~obj) < 8  # the ground the object covers or uncovers
+    ground = ~near
+    ground[:6], ground[-6:], ground[:, :6], ground[:, -6:] = False, False, False, False  # (frame edge)
+    assert np.percentile(both[ground], 99) < 0.02  # still ground, the camera's motion undone
+    assert np.median(both[obj]) > 0.08  # the moving object changes against both frames
+    tail = np.zeros_like(obj)
+    tail[65:73, 120:160] = True
+    assert (both[tail] > 0.033).mean() > 0.6  # thin parts too, to a pixel
 
 
 def test_fusion_drops_a_still_leak_one_direction_carried():

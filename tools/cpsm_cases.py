@@ -79,6 +79,30 @@ def dump(args) -> None:
         print(seq.name, f"AUC {res['summary']['AUC']:.3f}", flush=True)
 
 
+_frames: dict[str, list[np.ndarray]] = {}
+
+
+def _with_colour_change(c: dict) -> np.ndarray:
+    """The recorded motion with the colour-change channels added (recordings made before they
+    existed hold 3 channels per neighbouring frame): computed from the sequence's frames, the
+    recorded residual motion kept as it was."""
+    from napari_ivoma.engine.motion import MOTION_CHANNELS, FlowCache, colour_change, to_gray_u8
+
+    motion = c["motion"]
+    if motion is None or motion.shape[2] % MOTION_CHANNELS == 0:
+        return motion
+    if c["seq"] not in _frames:
+        seq = load_sequence(Path(DATA) / "davis" / c["seq"])
+        _frames[c["seq"]] = [np.asarray(f, np.float32) / 255.0 for f in seq.frames]
+    frames, t = _frames[c["seq"]], c["t"]
+    nbrs = [u for u in (t - 1, t + 1) if 0 <= u < len(frames)]
+    flows = FlowCache(lambda u: to_gray_u8(frames[u]), "medium", scale=0.5)
+    parts = []
+    for k, u in enumerate(nbrs):
+        parts += [motion[..., 3 * k:3 * k + 3], colour_change(frames[t], frames[u], flows.flow(t, u))[..., None]]
+    return np.concatenate(parts, axis=2)
+
+
 def replay(args) -> None:
     from napari_ivoma.engine import warm_up_kernels
     from napari_ivoma.engine.cpsm import scribbles_to_mask
@@ -88,6 +112,7 @@ def replay(args) -> None:
     for d in args.dirs:
         for path in sorted(Path(d).glob("*.pkl")):
             c = pickle.loads(path.read_bytes())
+            c["motion"] = _with_colour_change(c)
             if args.kind != "all" and (c["prior"] is None) != (args.kind == "r1"):
                 continue
             # the recorded run's parameters (its seed), overridden by --param; with --rng-seeds

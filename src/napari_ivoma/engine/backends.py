@@ -35,7 +35,7 @@ class Backend(Protocol):
         """CPSM: (H, W, C) float image + scribbles -> (H, W) uint32 labels.
 
         A backend whose method also takes a keyword ``motion`` receives the frame's own motion
-        ((H, W, 3K) float32, :func:`~napari_ivoma.engine.motion.motion_features`; None for a
+        ((H, W, 4K) float32, :func:`~napari_ivoma.engine.motion.motion_features`; None for a
         one-frame video; a backend with ``uses_motion = False`` gets None without the engine
         computing it)."""
 

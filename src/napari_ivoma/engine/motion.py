@@ -9,7 +9,11 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-__all__ = ["FLOW_PRESETS", "FlowCache", "to_gray_u8", "residual_motion", "coarse_residual_motion", "motion_features"]
+__all__ = ["FLOW_PRESETS", "FlowCache", "to_gray_u8", "residual_motion", "coarse_residual_motion", "camera_homography",
+           "colour_change", "motion_features", "MOTION_CHANNELS"]
+
+#: channels of :func:`motion_features` per neighbouring frame: residual dx, dy, speed, colour change
+MOTION_CHANNELS = 4
 
 #: OpenCV DIS optical-flow presets by name
 FLOW_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
@@ -101,9 +105,8 @@ def residual_motion(flow: np.ndarray, grid: int = 8, scale: float = 0.25) -> np.
     return cv2.resize(coarse_residual_motion(flow, grid, scale), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def coarse_residual_motion(flow: np.ndarray, grid: int = 8, scale: float = 0.25) -> np.ndarray:
-    """:func:`residual_motion` at the reduced resolution of the fit ((h, w, 2), in full-resolution
-    pixels; resize it to the region needed)."""
+def _fit_small(flow: np.ndarray, grid: int, scale: float):
+    """(flow shrunk by ``scale``, in shrunk pixels; the homography that best explains it there or None)."""
     h, w = flow.shape[:2]
     hs, ws = max(8, round(h * scale)), max(8, round(w * scale))
     small = cv2.resize(flow, (ws, hs), interpolation=cv2.INTER_AREA) * np.float32(scale)
@@ -113,6 +116,14 @@ def coarse_residual_motion(flow: np.ndarray, grid: int = 8, scale: float = 0.25)
     hom = None
     if len(src) >= 8:
         hom, _ = cv2.findHomography(src, dst, cv2.RANSAC, 0.5)
+    return small, hom
+
+
+def coarse_residual_motion(flow: np.ndarray, grid: int = 8, scale: float = 0.25) -> np.ndarray:
+    """:func:`residual_motion` at the reduced resolution of the fit ((h, w, 2), in full-resolution
+    pixels; resize it to the region needed)."""
+    small, hom = _fit_small(flow, grid, scale)
+    hs, ws = small.shape[:2]
     if hom is None:
         med = np.median(small.reshape(-1, 2), axis=0)
         res = small - med
@@ -124,12 +135,51 @@ def coarse_residual_motion(flow: np.ndarray, grid: int = 8, scale: float = 0.25)
     return (res / np.float32(scale)).astype(np.float32)
 
 
-def motion_features(flows: list[np.ndarray]) -> np.ndarray:
-    """Pixel features of a frame's own motion, from its flows to the neighbouring frames:
-    per flow the residual dx, dy and magnitude (see :func:`residual_motion`), smoothed.
-    Returns (H, W, 3 * len(flows)) float32."""
+def camera_homography(flow: np.ndarray, grid: int = 8, scale: float = 0.25) -> np.ndarray:
+    """The camera's motion in ``flow`` (frame -> neighbour): the 3x3 homography that best explains
+    it (RANSAC, as :func:`residual_motion`), mapping the frame's pixel coordinates (x, y) to the
+    neighbour's; a shift by the median flow when no homography fits."""
+    small, hom = _fit_small(flow, grid, scale)
+    if hom is None:
+        dx, dy = np.median(small.reshape(-1, 2), axis=0) / np.float32(scale)
+        return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
+    s = np.diag([scale, scale, 1.0])
+    return np.linalg.inv(s) @ hom @ s
+
+
+def colour_change(image: np.ndarray, neighbour: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """How much every pixel of ``image`` changes in ``neighbour`` once the camera's motion (the
+    homography of ``flow``, image -> neighbour) is undone: mean absolute difference over the
+    channels of both images smoothed by 1 px, (H, W) float32 in the images' units.
+
+    Still ground barely changes; a part that moves on its own over it does.  Unlike the optical
+    flow, which smears a moving part's motion over its surroundings, this is sharp to a pixel
+    (but the ground a part uncovers or covers changes too: compare with both neighbouring
+    frames)."""
+    h, w = image.shape[:2]
+    hom = camera_homography(flow)
+    nb = np.ascontiguousarray(neighbour, np.float32)
+    warped = cv2.warpPerspective(nb, hom, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                 borderMode=cv2.BORDER_REPLICATE).reshape(h, w, -1)
+    a = cv2.GaussianBlur(np.ascontiguousarray(image, np.float32), (0, 0), 1.0).reshape(h, w, -1)
+    b = cv2.GaussianBlur(warped, (0, 0), 1.0).reshape(h, w, -1)
+    return np.abs(a - b).mean(axis=2).astype(np.float32)
+
+
+def motion_features(flows: list[np.ndarray], image: np.ndarray | None = None,
+                    neighbours: list[np.ndarray] | None = None) -> np.ndarray:
+    """Pixel features of a frame's own motion, from its flows to the neighbouring frames.
+
+    Per flow, :data:`MOTION_CHANNELS` channels: the residual dx, dy and speed (see
+    :func:`residual_motion`, smoothed) and the colour change against that neighbouring frame
+    (:func:`colour_change` of ``image`` and the neighbour; NaN, unknown, when the images are not
+    given).  Returns (H, W, 4 * len(flows)) float32."""
+    if (image is None) != (neighbours is None) or (neighbours is not None and len(neighbours) != len(flows)):
+        raise ValueError("motion_features needs the frame and one neighbouring frame per flow, or neither")
     feats = []
-    for f in flows:
+    for k, f in enumerate(flows):
         r = cv2.GaussianBlur(residual_motion(f), (0, 0), 2.0)
-        feats += [r[..., 0], r[..., 1], np.sqrt((r * r).sum(axis=2))]
+        change = (np.full(f.shape[:2], np.nan, np.float32) if neighbours is None
+                  else colour_change(image, neighbours[k], f))
+        feats += [r[..., 0], r[..., 1], np.sqrt((r * r).sum(axis=2)), change]
     return np.ascontiguousarray(np.stack(feats, axis=2).astype(np.float32))

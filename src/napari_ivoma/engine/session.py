@@ -187,7 +187,7 @@ class Session:
         if not nbrs:
             return None
         flows = self._flow_cache()
-        return motion_features([flows.flow(t, u) for u in nbrs])
+        return motion_features([flows.flow(t, u) for u in nbrs], self.image(t), [self.image(u) for u in nbrs])
 
     # ------------------------------------------------------------------ frame preparation
     def prepare(self, t: int, wait: bool = False) -> None:
