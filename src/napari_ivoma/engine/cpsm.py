@@ -165,8 +165,8 @@ class CPSMParams:
         rocks around it do not.  Round 1 over five CPSM seeds: bear 0.805 -> 0.913, the other DAVIS
         objects move faster and are untouched.  Faster objects are left out because the optical
         flow smears their motion onto the still ground around them (a breakdancer's limbs: 44% of
-        its area in false positives with the cost, against 20% without); since session 15 their
-        parts where the colour changes too pay it (``motion_change``).
+        its area in false positives with the cost, against 20% without; with session 15's colour
+        change, ``motion_change``, round-1 J rose and the whole benchmark lost: not used here).
     motion_slow : float
         See ``motion_object``.
     moving_parts : float
@@ -193,21 +193,20 @@ class CPSMParams:
         See ``moving_parts``: the optical flow smears a fast object's motion onto the still ground
         beside it (eroding by 6 px instead of 14: J 0.889 on the 175 corrections).
     motion_change_erode, motion_change : int, float
-        The flow's smear hides thin moving parts and fast objects' parts: the erosion that keeps
-        it off the ground takes a dog's wagging tail or a dancer's leg with it, and round 1 leaves
-        objects faster than ``motion_slow`` out.  Where the frame's colour changes by more than
-        ``motion_change`` (mean over the channels, images in [0, 1]) against every neighbouring
-        frame once the camera's motion is undone (:func:`~napari_ivoma.engine.motion.colour_change`:
-        sharp to a pixel; still ground does not change, the ground an object uncovers changes
-        against one neighbour only), the region moving with the object, at any speed, eroded by
-        ``motion_change_erode`` px only, pays the cost too (``moving_parts`` in a correction,
-        ``motion_object`` in round 1; 0 = off; change channels NaN, not measured: off).  175
-        recorded DAVIS corrections: J 0.8973 -> 0.8997 (breakdance 0.848 -> 0.853, car-shadow
-        0.874 -> 0.881), none worse; eroding by 8 px without the colour change: 0.8976 (dog 0.903
-        -> 0.900, the smear); 4 or 11 px with it: 0.8993 / 0.8989.  Round 1 (DAVIS's 5 first
-        frames, 5 CPSM seeds): J 0.817 -> 0.829 (car-shadow 0.852 -> 0.893, breakdance 0.599 ->
-        0.612, dog 0.848 -> 0.854; bear and blackswan alike), none worse; thresholds 0.02 to 0.1
-        measure 0.827-0.832.
+        In a correction, the erosion that keeps the flow's smear off the ground
+        (``moving_parts_erode``) takes thin moving parts with it (a dog's wagging tail, a
+        dancer's leg).  Where the frame's colour changes by more than ``motion_change`` (mean over
+        the channels, images in [0, 1]) against every neighbouring frame once the camera's motion
+        is undone (:func:`~napari_ivoma.engine.motion.colour_change`: sharp to a pixel; still
+        ground does not change, the ground an object uncovers changes against one neighbour
+        only), the region moving with the object is eroded by ``motion_change_erode`` px only
+        (0 = off; change channels NaN, not measured: off).  175 recorded DAVIS corrections: J
+        0.8973 -> 0.8997 (breakdance 0.848 -> 0.853, car-shadow 0.874 -> 0.881), none worse;
+        eroding by 8 px without the colour change: 0.8976 (dog 0.903 -> 0.900, the smear); 4 or
+        11 px with it: 0.8993 / 0.8989; thresholds 0.02 / 0.05: 0.9000 / 0.8989.  The same cue
+        in round 1 for objects faster than ``motion_slow`` (``motion_object``'s cost) raised
+        round-1 J (0.817 -> 0.829 on DAVIS's first frames) and lost end to end (AUC 0.851 ->
+        0.822 on seed 0): not used there.
     still_prior_level : float
         In a correction, still pixels are background samples only where their colour is rare in
         the (trusted) prior object: below this share of the uniform density of its colour
@@ -984,9 +983,6 @@ def _segment(
             moving = _pixels_moving_with(motion[roi], crop(obj_strokes), surroundings, p, p.motion_slow)
             if moving is not None:
                 moving = _eroded(moving, 6) & zone
-            changed = _changed_and_moving_with(motion[roi], crop(obj_strokes), surroundings, p)
-            if changed is not None:  # (a faster object, its thin parts)
-                moving = changed & zone if moving is None else moving | (changed & zone)
     prior_c = crop(prior_fg)
     # the prior is not trusted near the new scribbles: they say it is wrong there
     distrust = np.zeros(prior_c.shape, bool)
@@ -1306,17 +1302,6 @@ def _changing(motion: np.ndarray, p: CPSMParams) -> np.ndarray:
     """Pixels whose colour changes by more than ``motion_change`` against every neighbouring frame
     (the camera's motion undone; False where it was not measured)."""
     return np.min(_changes(motion), axis=2) > p.motion_change  # (NaN > x: False)
-
-
-def _changed_and_moving_with(motion: np.ndarray, reference: np.ndarray, surroundings: np.ndarray,
-                             p: CPSMParams) -> np.ndarray | None:
-    """:func:`_pixels_moving_with` the ``reference`` at any speed, eroded by ``motion_change_erode``
-    px, where the colour changes too (see ``CPSMParams.motion_change``); None when off or the
-    reference does not move so."""
-    if p.motion_change <= 0:
-        return None
-    flowing = _pixels_moving_with(motion, reference, surroundings, p, np.inf)
-    return None if flowing is None else _eroded(flowing, p.motion_change_erode) & _changing(motion, p)
 
 
 def _eroded(mask: np.ndarray, px: int) -> np.ndarray:
