@@ -364,6 +364,7 @@ class CPSMParams:
     moving_parts_erode: int = 14
     motion_change_erode: int = 8
     motion_change: float = 0.033
+    motion_change_weight: float = 2.0
     refine_band: int = 12
     max_pixels: int = 450_000
     max_pixels_grey: int = 130_000
@@ -1014,12 +1015,14 @@ def _segment(
         # a correction: parts moving with the object where the prior is trusted are likely missed parts
         flowing = _pixels_moving_with(motion[roi], crop(obj_strokes) | (prior_c & ~distrust), surroundings, p, np.inf)
         if flowing is not None:
-            moving = _eroded(flowing, p.moving_parts_erode)
-            if p.motion_change > 0:  # thin parts (a tail, a leg) the erosion removes: where the colour changes too
-                moving |= _eroded(flowing, p.motion_change_erode) & _changing(motion[roi], p)
+            # the cost's weight per pixel: 1 where it moves with the object, more where its colour changes too
+            weight = _eroded(flowing, p.moving_parts_erode).astype(np.float32)
+            if p.motion_change > 0:  # (thin parts, a tail or a leg, which the erosion removes)
+                weight[_eroded(flowing, p.motion_change_erode) & _changing(motion[roi], p)] = p.motion_change_weight
             # a moving region a new background stroke reaches is the stroke's (a reflection)
-            moving = _regions_not_reached(moving & ~prior_c & crop(allowed), new_bg_strokes,
-                                          p.moving_parts_erode + 2) & ~distrust
+            keep = _regions_not_reached((weight > 0) & ~prior_c & crop(allowed), new_bg_strokes,
+                                        p.moving_parts_erode + 2) & ~distrust
+            moving = np.where(keep, weight, 0.0).astype(np.float32)
 
     still = None if motion is None else _still_pixels(motion[roi], crop(obj_strokes), p)
     if motion is not None and p.motion_apart > 0:
