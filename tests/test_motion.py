@@ -11,6 +11,7 @@ from scipy import ndimage as ndi
 from napari_ivoma.engine import Session
 from napari_ivoma.engine.motion import (
     FlowCache,
+    camera_homography,
     colour_change,
     motion_features,
     residual_motion,
@@ -72,7 +73,7 @@ def panning_clip(pan: tuple[int, int] = (3, 2), step: int = 6):
 def test_colour_change_sees_what_moves_against_the_camera():
     frames, obj = panning_clip()
     flows = FlowCache(lambda t: to_gray_u8(frames[t]), "medium")
-    change = [colour_change(frames[1], frames[u], flows.flow(1, u)) for u in (0, 2)]
+    change = [colour_change(frames[1], frames[u], camera_homography(flows.flow(1, u))) for u in (0, 2)]
     both = np.minimum(*change)
     near = ndi.distance_transform_edt(~obj) < 8  # the ground the object covers or uncovers
     ground = ~near

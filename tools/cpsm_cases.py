@@ -86,7 +86,13 @@ def _with_colour_change(c: dict) -> np.ndarray:
     """The recorded motion with the colour-change channels added (recordings made before they
     existed hold 3 channels per neighbouring frame): computed from the sequence's frames, the
     recorded residual motion kept as it was."""
-    from napari_ivoma.engine.motion import MOTION_CHANNELS, FlowCache, colour_change, to_gray_u8
+    from napari_ivoma.engine.motion import (
+        MOTION_CHANNELS,
+        FlowCache,
+        camera_homography,
+        colour_change,
+        to_gray_u8,
+    )
 
     motion = c["motion"]
     if motion is None or motion.shape[2] % MOTION_CHANNELS == 0:
@@ -99,7 +105,7 @@ def _with_colour_change(c: dict) -> np.ndarray:
     flows = FlowCache(lambda u: to_gray_u8(frames[u]), "medium", scale=0.5)
     parts = []
     for k, u in enumerate(nbrs):
-        parts += [motion[..., 3 * k:3 * k + 3], colour_change(frames[t], frames[u], flows.flow(t, u))[..., None]]
+        parts += [motion[..., 3 * k:3 * k + 3], colour_change(frames[t], frames[u], camera_homography(flows.flow(t, u)))[..., None]]
     return np.concatenate(parts, axis=2)
 
 

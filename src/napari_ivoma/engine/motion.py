@@ -119,10 +119,9 @@ def _fit_small(flow: np.ndarray, grid: int, scale: float):
     return small, hom
 
 
-def coarse_residual_motion(flow: np.ndarray, grid: int = 8, scale: float = 0.25) -> np.ndarray:
-    """:func:`residual_motion` at the reduced resolution of the fit ((h, w, 2), in full-resolution
-    pixels; resize it to the region needed)."""
-    small, hom = _fit_small(flow, grid, scale)
+def _residual_of_fit(small: np.ndarray, hom: np.ndarray | None, scale: float) -> np.ndarray:
+    """The shrunk flow minus the camera's motion fitted to it (:func:`_fit_small`), in
+    full-resolution pixels."""
     hs, ws = small.shape[:2]
     if hom is None:
         med = np.median(small.reshape(-1, 2), axis=0)
@@ -135,11 +134,9 @@ def coarse_residual_motion(flow: np.ndarray, grid: int = 8, scale: float = 0.25)
     return (res / np.float32(scale)).astype(np.float32)
 
 
-def camera_homography(flow: np.ndarray, grid: int = 8, scale: float = 0.25) -> np.ndarray:
-    """The camera's motion in ``flow`` (frame -> neighbour): the 3x3 homography that best explains
-    it (RANSAC, as :func:`residual_motion`), mapping the frame's pixel coordinates (x, y) to the
-    neighbour's; a shift by the median flow when no homography fits."""
-    small, hom = _fit_small(flow, grid, scale)
+def _homography_of_fit(small: np.ndarray, hom: np.ndarray | None, scale: float) -> np.ndarray:
+    """The camera's motion fitted by :func:`_fit_small` as a full-resolution 3x3 homography (a
+    shift by the median flow when no homography fitted)."""
     if hom is None:
         dx, dy = np.median(small.reshape(-1, 2), axis=0) / np.float32(scale)
         return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
@@ -147,19 +144,32 @@ def camera_homography(flow: np.ndarray, grid: int = 8, scale: float = 0.25) -> n
     return np.linalg.inv(s) @ hom @ s
 
 
-def colour_change(image: np.ndarray, neighbour: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """How much every pixel of ``image`` changes in ``neighbour`` once the camera's motion (the
-    homography of ``flow``, image -> neighbour) is undone: mean absolute difference over the
-    channels of both images smoothed by 1 px, (H, W) float32 in the images' units.
+def coarse_residual_motion(flow: np.ndarray, grid: int = 8, scale: float = 0.25) -> np.ndarray:
+    """:func:`residual_motion` at the reduced resolution of the fit ((h, w, 2), in full-resolution
+    pixels; resize it to the region needed)."""
+    return _residual_of_fit(*_fit_small(flow, grid, scale), scale)
+
+
+def camera_homography(flow: np.ndarray, grid: int = 8, scale: float = 0.25) -> np.ndarray:
+    """The camera's motion in ``flow`` (frame -> neighbour): the 3x3 homography that best explains
+    it (RANSAC, as :func:`residual_motion`), mapping the frame's pixel coordinates (x, y) to the
+    neighbour's; a shift by the median flow when no homography fits."""
+    return _homography_of_fit(*_fit_small(flow, grid, scale), scale)
+
+
+def colour_change(image: np.ndarray, neighbour: np.ndarray, homography: np.ndarray) -> np.ndarray:
+    """How much every pixel of ``image`` changes in ``neighbour`` once the camera's motion
+    (``homography``, image -> neighbour coordinates, see :func:`camera_homography`) is undone:
+    mean absolute difference over the channels of both images smoothed by 1 px, (H, W) float32
+    in the images' units.
 
     Still ground barely changes; a part that moves on its own over it does.  Unlike the optical
     flow, which smears a moving part's motion over its surroundings, this is sharp to a pixel
     (but the ground a part uncovers or covers changes too: compare with both neighbouring
     frames)."""
     h, w = image.shape[:2]
-    hom = camera_homography(flow)
     nb = np.ascontiguousarray(neighbour, np.float32)
-    warped = cv2.warpPerspective(nb, hom, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+    warped = cv2.warpPerspective(nb, homography, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                  borderMode=cv2.BORDER_REPLICATE).reshape(h, w, -1)
     a = cv2.GaussianBlur(np.ascontiguousarray(image, np.float32), (0, 0), 1.0).reshape(h, w, -1)
     b = cv2.GaussianBlur(warped, (0, 0), 1.0).reshape(h, w, -1)
@@ -177,9 +187,13 @@ def motion_features(flows: list[np.ndarray], image: np.ndarray | None = None,
     if (image is None) != (neighbours is None) or (neighbours is not None and len(neighbours) != len(flows)):
         raise ValueError("motion_features needs the frame and one neighbouring frame per flow, or neither")
     feats = []
+    scale = 0.25  # (the camera's motion is fitted once per flow, for both)
     for k, f in enumerate(flows):
-        r = cv2.GaussianBlur(residual_motion(f), (0, 0), 2.0)
-        change = (np.full(f.shape[:2], np.nan, np.float32) if neighbours is None
-                  else colour_change(image, neighbours[k], f))
+        h, w = f.shape[:2]
+        small, hom = _fit_small(f, 8, scale)
+        res = cv2.resize(_residual_of_fit(small, hom, scale), (w, h), interpolation=cv2.INTER_LINEAR)
+        r = cv2.GaussianBlur(res, (0, 0), 2.0)
+        change = (np.full((h, w), np.nan, np.float32) if neighbours is None
+                  else colour_change(image, neighbours[k], _homography_of_fit(small, hom, scale)))
         feats += [r[..., 0], r[..., 1], np.sqrt((r * r).sum(axis=2)), change]
     return np.ascontiguousarray(np.stack(feats, axis=2).astype(np.float32))
