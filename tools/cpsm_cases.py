@@ -105,7 +105,8 @@ def _with_colour_change(c: dict) -> np.ndarray:
     flows = FlowCache(lambda u: to_gray_u8(frames[u]), "medium", scale=0.5)
     parts = []
     for k, u in enumerate(nbrs):
-        parts += [motion[..., 3 * k:3 * k + 3], colour_change(frames[t], frames[u], camera_homography(flows.flow(t, u)))[..., None]]
+        change = colour_change(frames[t], frames[u], camera_homography(flows.flow(t, u)))
+        parts += [motion[..., 3 * k:3 * k + 3], change[..., None]]
     return np.concatenate(parts, axis=2)
 
 
@@ -118,9 +119,9 @@ def replay(args) -> None:
     for d in args.dirs:
         for path in sorted(Path(d).glob("*.pkl")):
             c = pickle.loads(path.read_bytes())
-            c["motion"] = _with_colour_change(c)
             if args.kind != "all" and (c["prior"] is None) != (args.kind == "r1"):
                 continue
+            c["motion"] = _with_colour_change(c)
             # the recorded run's parameters (its seed), overridden by --param; with --rng-seeds
             # CPSM's own randomness (samples, trees) is averaged over seeds 0..K-1 instead
             params = {**c.get("params", {}), **parse_params(args.param)}

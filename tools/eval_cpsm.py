@@ -58,8 +58,9 @@ def davis_motion(seq: str, t: int, n: int) -> np.ndarray:
     from napari_ivoma.engine.motion import FlowCache, motion_features, to_gray_u8
 
     nbrs = [u for u in (t - 1, t + 1) if 0 <= u < n]
-    cache = FlowCache(lambda u: to_gray_u8(load_davis(seq, u)[0]), "medium", scale=0.5)
-    return motion_features([cache.flow(t, u) for u in nbrs], load_davis(seq, t)[0], [load_davis(seq, u)[0] for u in nbrs])
+    frames = {u: load_davis(seq, u)[0] for u in [t, *nbrs]}  # (each read once)
+    cache = FlowCache(lambda u: to_gray_u8(frames[u]), "medium", scale=0.5)
+    return motion_features([cache.flow(t, u) for u in nbrs], frames[t], [frames[u] for u in nbrs])
 
 
 def eval_davis(params: CPSMParams, frames: list[str], verbose: bool = True, motion: bool = False):

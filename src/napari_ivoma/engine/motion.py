@@ -15,6 +15,10 @@ __all__ = ["FLOW_PRESETS", "FlowCache", "to_gray_u8", "residual_motion", "coarse
 #: channels of :func:`motion_features` per neighbouring frame: residual dx, dy, speed, colour change
 MOTION_CHANNELS = 4
 
+#: the camera's motion is fitted on a grid of flow vectors every ``_FIT_GRID`` px, on the flow
+#: shrunk by ``_FIT_SCALE`` (the residual is smooth at that resolution)
+_FIT_GRID, _FIT_SCALE = 8, 0.25
+
 #: OpenCV DIS optical-flow presets by name
 FLOW_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
 _FIXED = 16.0  # cached flows: int16 in 1/16 pixel (+-2047 px)
@@ -94,7 +98,7 @@ class FlowCache:
         return f
 
 
-def residual_motion(flow: np.ndarray, grid: int = 8, scale: float = 0.25) -> np.ndarray:
+def residual_motion(flow: np.ndarray, grid: int = _FIT_GRID, scale: float = _FIT_SCALE) -> np.ndarray:
     """Motion of every pixel relative to the camera: ``flow`` minus the homography that best
     explains it (RANSAC on a grid of flow vectors), as (H, W, 2) float32 dx/dy.
 
@@ -144,13 +148,13 @@ def _homography_of_fit(small: np.ndarray, hom: np.ndarray | None, scale: float) 
     return np.linalg.inv(s) @ hom @ s
 
 
-def coarse_residual_motion(flow: np.ndarray, grid: int = 8, scale: float = 0.25) -> np.ndarray:
+def coarse_residual_motion(flow: np.ndarray, grid: int = _FIT_GRID, scale: float = _FIT_SCALE) -> np.ndarray:
     """:func:`residual_motion` at the reduced resolution of the fit ((h, w, 2), in full-resolution
     pixels; resize it to the region needed)."""
     return _residual_of_fit(*_fit_small(flow, grid, scale), scale)
 
 
-def camera_homography(flow: np.ndarray, grid: int = 8, scale: float = 0.25) -> np.ndarray:
+def camera_homography(flow: np.ndarray, grid: int = _FIT_GRID, scale: float = _FIT_SCALE) -> np.ndarray:
     """The camera's motion in ``flow`` (frame -> neighbour): the 3x3 homography that best explains
     it (RANSAC, as :func:`residual_motion`), mapping the frame's pixel coordinates (x, y) to the
     neighbour's; a shift by the median flow when no homography fits."""
@@ -187,10 +191,10 @@ def motion_features(flows: list[np.ndarray], image: np.ndarray | None = None,
     if (image is None) != (neighbours is None) or (neighbours is not None and len(neighbours) != len(flows)):
         raise ValueError("motion_features needs the frame and one neighbouring frame per flow, or neither")
     feats = []
-    scale = 0.25  # (the camera's motion is fitted once per flow, for both)
+    scale = _FIT_SCALE
     for k, f in enumerate(flows):
         h, w = f.shape[:2]
-        small, hom = _fit_small(f, 8, scale)
+        small, hom = _fit_small(f, _FIT_GRID, scale)  # (the camera's motion, fitted once for both)
         res = cv2.resize(_residual_of_fit(small, hom, scale), (w, h), interpolation=cv2.INTER_LINEAR)
         r = cv2.GaussianBlur(res, (0, 0), 2.0)
         change = (np.full((h, w), np.nan, np.float32) if neighbours is None
