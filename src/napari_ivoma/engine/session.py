@@ -293,7 +293,7 @@ class Session:
             )
         with self._lock:
             image = self.image(t)
-            prior = self.store.read(t)
+            prior = stored = self.store.read(t)
             has_prior = bool(prior.any()) or t in self.store.references
             everything = self.scribbles(t) + clipped
             new_ids = {s.object_id for s in clipped}
@@ -313,7 +313,7 @@ class Session:
             ).astype(LABEL_DTYPE, copy=False)
             self.store.begin_step("add_scribbles", t)
             self._settle_proposals(t, claims)
-            self.store.write(t, labels)
+            self.store.write(t, labels, previous=stored)  # (read once: undo keeps it)
             for oid in sorted({s.object_id for s in everything} | set(label_ids(labels))):
                 self.store.ensure_object(int(oid))
             self.store.set_reference(t, "user", [s.to_dict() for s in everything])
