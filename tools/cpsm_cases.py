@@ -13,6 +13,11 @@ Usage::
     python tools/cpsm_cases.py replay /tmp/cases_s0 [/tmp/cases_s1 ...] [--param name=value ...]
     python tools/cpsm_cases.py replay /tmp/cases_s0 --kind r1 --rng-seeds 10 [--param name=value ...]
     python tools/cpsm_cases.py dump --out /tmp/car_s0 --seqs car-shadow --param seed=0
+    python tools/cpsm_cases.py time /tmp/cases_s0 /tmp/cases_s1 --variant "" --variant correction_band=12
+
+``time`` measures CPSM's latency as the GUI meets it (each frame prepared beforehand) for
+parameter variants, interleaved call by call so that the machine's load hits them alike: the
+fastest of ``--reps`` runs of each recorded correction (``--kind`` as for ``replay``).
 """
 
 from __future__ import annotations
@@ -150,6 +155,38 @@ def replay(args) -> None:
               f"worse {worse}  s mean {a[:, 3].mean():.2f} max {a[:, 3].max():.2f}")
 
 
+def timing(args) -> None:
+    from napari_ivoma.engine import warm_up_kernels
+    from napari_ivoma.engine.cpsm import prepare_frame, scribbles_to_mask
+
+    warm_up_kernels(wait=True)
+    variants = [parse_params([kv for kv in v.split(",") if kv]) for v in args.variant or [""]]
+    best: list[list[float]] = [[] for _ in variants]
+    for d in args.dirs:
+        for path in sorted(Path(d).glob("*.pkl")):
+            c = pickle.loads(path.read_bytes())
+            if args.kind != "all" and (c["prior"] is None) != (args.kind == "r1"):
+                continue
+            c["motion"] = _with_colour_change(c)
+            runs = []
+            for v in variants:
+                be = ClassicalBackend({**c.get("params", {}), **v})
+                runs.append((be.cpsm_params, prepare_frame(c["image"], be.cpsm_params)))
+            times: list[list[float]] = [[] for _ in variants]
+            for _ in range(args.reps):
+                for i, (params, prepared) in enumerate(runs):
+                    tic = time.perf_counter()
+                    scribbles_to_mask(c["image"], c["scribbles"], prior=c["prior"], new_ids=c["new_ids"],
+                                      memory=c["memory"], params=params, motion=c["motion"], prepared=prepared)
+                    times[i].append(time.perf_counter() - tic)
+            for i in range(len(variants)):
+                best[i].append(min(times[i]))
+    for v, b in zip(args.variant or [""], best):
+        a = np.array(b)
+        print(f"{v or '(defaults)':32s} n={len(a):3d}  s median {np.median(a):.3f}  mean {a.mean():.3f}  "
+              f"90% {np.percentile(a, 90):.3f}  max {a.max():.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -167,8 +204,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="replay every call with CPSM seeds 0..K-1 (the benchmark's round-1 strokes do not "
                         "depend on its seed: one seed's round-1 calls with K seeds measure a change free of "
                         "CPSM's own sampling noise)")
+    tm = sub.add_parser("time")
+    tm.add_argument("dirs", nargs="+")
+    tm.add_argument("--variant", action="append",
+                    help='parameters of one variant, "name=value,name=value" ("" = the defaults); repeat')
+    tm.add_argument("--kind", choices=("all", "r1", "corrections"), default="corrections")
+    tm.add_argument("--reps", type=int, default=2)
     args = ap.parse_args(argv)
-    (dump if args.cmd == "dump" else replay)(args)
+    {"dump": dump, "replay": replay, "time": timing}[args.cmd](args)
     return 0
 
 
