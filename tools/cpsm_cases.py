@@ -115,33 +115,40 @@ def _with_colour_change(c: dict) -> np.ndarray:
     return np.concatenate(parts, axis=2)
 
 
+def _recorded_calls(dirs: list[str], kind: str):
+    """(path, call) of every recorded CPSM call in ``dirs`` of the ``kind`` asked ("all", "r1",
+    "corrections"), its motion upgraded to the current layout."""
+    for d in dirs:
+        for path in sorted(Path(d).glob("*.pkl")):
+            c = pickle.loads(path.read_bytes())
+            if kind != "all" and (c["prior"] is None) != (kind == "r1"):
+                continue
+            c["motion"] = _with_colour_change(c)
+            yield path, c
+
+
 def replay(args) -> None:
     from napari_ivoma.engine import warm_up_kernels
     from napari_ivoma.engine.cpsm import scribbles_to_mask
 
     warm_up_kernels(wait=True)
     rows = []
-    for d in args.dirs:
-        for path in sorted(Path(d).glob("*.pkl")):
-            c = pickle.loads(path.read_bytes())
-            if args.kind != "all" and (c["prior"] is None) != (args.kind == "r1"):
-                continue
-            c["motion"] = _with_colour_change(c)
-            # the recorded run's parameters (its seed), overridden by --param; with --rng-seeds
-            # CPSM's own randomness (samples, trees) is averaged over seeds 0..K-1 instead
-            params = {**c.get("params", {}), **parse_params(args.param)}
-            seeds = range(args.rng_seeds) if args.rng_seeds else [params.get("seed", 0)]
-            n = c["n_objects"]
-            before = c["prior"] if c["prior"] is not None else np.zeros_like(c["gt"], np.uint32)
-            j_before, j_recorded = frame_j(c["gt"], before, n), frame_j(c["gt"], c["labels"], n)
-            for seed in seeds:
-                be = ClassicalBackend({**params, "seed": seed})
-                tic = time.perf_counter()
-                lab = scribbles_to_mask(c["image"], c["scribbles"], prior=c["prior"], new_ids=c["new_ids"],
-                                        memory=c["memory"], params=be.cpsm_params, motion=c["motion"])
-                dt = time.perf_counter() - tic
-                rows.append((f"{path.stem}@{seed}", c["prior"] is not None, j_before, j_recorded,
-                             frame_j(c["gt"], lab, n), dt))
+    for path, c in _recorded_calls(args.dirs, args.kind):
+        # the recorded run's parameters (its seed), overridden by --param; with --rng-seeds
+        # CPSM's own randomness (samples, trees) is averaged over seeds 0..K-1 instead
+        params = {**c.get("params", {}), **parse_params(args.param)}
+        seeds = range(args.rng_seeds) if args.rng_seeds else [params.get("seed", 0)]
+        n = c["n_objects"]
+        before = c["prior"] if c["prior"] is not None else np.zeros_like(c["gt"], np.uint32)
+        j_before, j_recorded = frame_j(c["gt"], before, n), frame_j(c["gt"], c["labels"], n)
+        for seed in seeds:
+            be = ClassicalBackend({**params, "seed": seed})
+            tic = time.perf_counter()
+            lab = scribbles_to_mask(c["image"], c["scribbles"], prior=c["prior"], new_ids=c["new_ids"],
+                                    memory=c["memory"], params=be.cpsm_params, motion=c["motion"])
+            dt = time.perf_counter() - tic
+            rows.append((f"{path.stem}@{seed}", c["prior"] is not None, j_before, j_recorded,
+                         frame_j(c["gt"], lab, n), dt))
     if args.verbose:
         for r in rows:
             print(f"{r[0]:28s} {'corr' if r[1] else 'r1  '} before {r[2]:.3f} recorded {r[3]:.3f} now {r[4]:.3f} "
@@ -162,25 +169,20 @@ def timing(args) -> None:
     warm_up_kernels(wait=True)
     variants = [parse_params([kv for kv in v.split(",") if kv]) for v in args.variant or [""]]
     best: list[list[float]] = [[] for _ in variants]
-    for d in args.dirs:
-        for path in sorted(Path(d).glob("*.pkl")):
-            c = pickle.loads(path.read_bytes())
-            if args.kind != "all" and (c["prior"] is None) != (args.kind == "r1"):
-                continue
-            c["motion"] = _with_colour_change(c)
-            runs = []
-            for v in variants:
-                be = ClassicalBackend({**c.get("params", {}), **v})
-                runs.append((be.cpsm_params, prepare_frame(c["image"], be.cpsm_params)))
-            times: list[list[float]] = [[] for _ in variants]
-            for _ in range(args.reps):
-                for i, (params, prepared) in enumerate(runs):
-                    tic = time.perf_counter()
-                    scribbles_to_mask(c["image"], c["scribbles"], prior=c["prior"], new_ids=c["new_ids"],
-                                      memory=c["memory"], params=params, motion=c["motion"], prepared=prepared)
-                    times[i].append(time.perf_counter() - tic)
-            for i in range(len(variants)):
-                best[i].append(min(times[i]))
+    for _path, c in _recorded_calls(args.dirs, args.kind):
+        runs = []
+        for v in variants:
+            be = ClassicalBackend({**c.get("params", {}), **v})
+            runs.append((be.cpsm_params, prepare_frame(c["image"], be.cpsm_params)))
+        times: list[list[float]] = [[] for _ in variants]
+        for _ in range(args.reps):
+            for i, (params, prepared) in enumerate(runs):
+                tic = time.perf_counter()
+                scribbles_to_mask(c["image"], c["scribbles"], prior=c["prior"], new_ids=c["new_ids"],
+                                  memory=c["memory"], params=params, motion=c["motion"], prepared=prepared)
+                times[i].append(time.perf_counter() - tic)
+        for i in range(len(variants)):
+            best[i].append(min(times[i]))
     for v, b in zip(args.variant or [""], best):
         a = np.array(b)
         print(f"{v or '(defaults)':32s} n={len(a):3d}  s median {np.median(a):.3f}  mean {a.mean():.3f}  "
