@@ -764,9 +764,7 @@ def _segment_coarse(
     fg = lab > 0
     if not fg.any():
         return lab
-    r = int(np.ceil(scale)) + 1
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    band = (cv2.dilate(fg.astype(np.uint8), kernel) > 0) & ~(cv2.erode(fg.astype(np.uint8), kernel) > 0)
+    band = _band(fg, int(np.ceil(scale)) + 1)
     u_fg = cv2.resize(uf_s, (w, h), interpolation=cv2.INTER_LINEAR)
     u_bg = cv2.resize(ub_s, (w, h), interpolation=cv2.INTER_LINEAR)
     u_fg[~band & ~fg] = _HARD
@@ -978,7 +976,7 @@ def _segment(
     pos_full = obj_strokes.copy()
     for k, r in click_radii.items():
         rad = max(2, int(round(p.click_core * r)))
-        disc = cv2.dilate((strokes == k).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rad + 1, 2 * rad + 1)))
+        disc = cv2.dilate((strokes == k).astype(np.uint8), _disc(rad))
         pos_full |= (disc > 0) & ~fixed & ~user_bg & (strokes < 0)
 
     # soft spatial prior: penalty for foreground beyond each object's start distance
@@ -996,11 +994,7 @@ def _segment(
     spatial = p.spatial_weight * np.maximum(pen - 1.0, 0.0)
 
     # region of interest: bounding box of the allowed region plus a margin
-    rr, cc = np.nonzero(allowed)
-    m = 8
-    r0, r1 = max(0, rr.min() - m), min(h, rr.max() + m + 1)
-    c0, c1 = max(0, cc.min() - m), min(w, cc.max() + m + 1)
-    roi = (slice(r0, r1), slice(c0, c1))
+    roi = _bounding_box(allowed, 8)
     feats = features[roi]
     nf = feats.shape[-1]
     wc = feats.shape[1]  # samples are gathered from the view (reshaping it would copy the region)
@@ -1182,9 +1176,7 @@ def _segment(
             prob = _predict(clf, feats, p.predict_pixels * (2 if prior.any() else 1))
         else:
             # self-training only moves the outline: re-decide a band around the first cut
-            k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band_px + 1,) * 2)
-            f8 = fg.astype(np.uint8)
-            band = (cv2.dilate(f8, k) > 0) & ~(cv2.erode(f8, k) > 0)
+            band = _band(fg, band_px)
             prob = np.where(fg, 1.0, 0.0).astype(np.float32)
             prob[band] = clf.predict_proba(feats[band])
             free &= band
@@ -1230,6 +1222,11 @@ def _speed(motion: np.ndarray, k: int) -> np.ndarray:
     return motion[..., MOTION_CHANNELS * k + 2]
 
 
+def _change(motion: np.ndarray, k: int) -> np.ndarray:
+    """Colour change against neighbouring frame ``k``, the camera's motion undone (NaN: not measured)."""
+    return motion[..., MOTION_CHANNELS * k + 3]
+
+
 def _fastest(motion: np.ndarray) -> np.ndarray:
     """Largest residual speed over the neighbouring frames, (...)."""
     # (an element-wise chain: ~20x faster than a reduction over the interleaved channel axis)
@@ -1239,7 +1236,7 @@ def _fastest(motion: np.ndarray) -> np.ndarray:
 def _least_change(motion: np.ndarray) -> np.ndarray:
     """Smallest colour change (camera's motion undone) over the neighbouring frames, (...)
     (NaN: not measured)."""
-    return functools.reduce(np.minimum, [motion[..., MOTION_CHANNELS * k + 3] for k in range(_n_neighbours(motion))])
+    return functools.reduce(np.minimum, [_change(motion, k) for k in range(_n_neighbours(motion))])
 
 
 def _moving_neighbours(motion: np.ndarray, region: np.ndarray, p: CPSMParams) -> Iterator[tuple[int, np.ndarray]]:
@@ -1356,10 +1353,18 @@ def _changing(motion: np.ndarray, p: CPSMParams) -> np.ndarray:
     return _least_change(motion) > p.motion_change  # (NaN > x: False)
 
 
+def _disc(px: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
+
+
 def _eroded(mask: np.ndarray, px: int) -> np.ndarray:
     """``mask`` eroded by a disc of radius ``px``."""
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
-    return cv2.erode(mask.astype(np.uint8), kernel) > 0
+    return cv2.erode(mask.astype(np.uint8), _disc(px)) > 0
+
+
+def _band(mask: np.ndarray, px: int) -> np.ndarray:
+    """Pixels within about ``px`` of the outline of ``mask``: dilated minus eroded by a disc of radius ``px``."""
+    return (cv2.dilate(mask.astype(np.uint8), _disc(px)) > 0) & ~_eroded(mask, px)
 
 
 def _local_intensity_prob(
