@@ -225,3 +225,17 @@ def test_label_ids_lists_the_ids_present_as_unique_does():
     assert label_ids(huge) == [0, 7, 2**31]
     assert label_ids(np.ones((3, 3), np.uint16)) == [1]
     assert label_ids(np.zeros((0, 4), np.uint32)) == []
+
+
+def test_bounding_box_is_the_extent_of_the_mask_grown_within_the_array():
+    from napari_ivoma.engine._boxes import bounding_box, box_slices
+
+    mask = np.zeros((20, 30), bool)
+    assert bounding_box(mask) is None
+    mask[3, 5] = mask[9, 26] = True
+    assert bounding_box(mask) == (3, 10, 5, 27)
+    assert bounding_box(mask, 4) == (0, 14, 1, 30)  # clipped at the top and on the right
+    box = bounding_box(mask, 2)
+    ys, xs = np.nonzero(mask)
+    assert mask[box_slices(box)].sum() == mask.sum()
+    assert box == (ys.min() - 2, ys.max() + 3, xs.min() - 2, xs.max() + 3)

@@ -35,6 +35,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
+from ._boxes import bounding_box, box_slices
 from .appearance import MemoryPool, PixelClassifier, _check_image, base_channels, pixel_features
 from .graphcut import cut
 from .motion import MOTION_CHANNELS
@@ -707,9 +708,7 @@ def _without_still_pieces(prior: np.ndarray, active: list[int], strokes: np.ndar
 
 def _bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
     """Slices of the bounding box of a non-empty ``mask``, grown by ``margin`` px (within the array)."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return (slice(max(rows[0] - margin, 0), rows[-1] + margin + 1),
-            slice(max(cols[0] - margin, 0), cols[-1] + margin + 1))
+    return box_slices(bounding_box(mask, margin))
 
 
 def _correction_smoothness(prior: np.ndarray, active: set[int], p: CPSMParams) -> float:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import maxflow
 import numpy as np
 
+from ._boxes import bounding_box, box_slices
+
 __all__ = ["DIRECTIONS", "cut"]
 
 #: forward half of the 8-neighbourhood; each undirected edge appears once
@@ -58,14 +60,11 @@ def cut(u_fg: np.ndarray, u_bg: np.ndarray, image: np.ndarray, smooth: float,
     """
     fixed_fg = ~free & (u_fg < u_bg)
     out = fixed_fg.copy()
-    rows = np.flatnonzero(free.any(axis=1))
-    if rows.size == 0:
-        return out
-    cols = np.flatnonzero(free.any(axis=0))
     # only the bounding box of the free pixels (plus their neighbours) takes part in the cut
-    r0, r1 = max(rows[0] - 1, 0), min(rows[-1] + 2, free.shape[0])
-    c0, c1 = max(cols[0] - 1, 0), min(cols[-1] + 2, free.shape[1])
-    win = (slice(r0, r1), slice(c0, c1))
+    box = bounding_box(free, 1)
+    if box is None:
+        return out
+    win = box_slices(box)
     out[win] = _cut_window(u_fg[win], u_bg[win], image[win], smooth, free[win], fixed_fg[win])
     return out
 

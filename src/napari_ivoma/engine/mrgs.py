@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
+from ._boxes import bounding_box, box_slices
 from .graphcut import cut
 from .motion import FLOW_PRESETS, FlowCache, coarse_residual_motion, to_gray_u8
 from .proposals import extend_range, propose_objects
@@ -123,27 +124,22 @@ class SoftMask:
 
     @classmethod
     def from_binary(cls, mask: np.ndarray) -> SoftMask | None:
-        rows = np.flatnonzero(mask.any(axis=1))
-        if rows.size == 0:
+        box = bounding_box(mask)
+        if box is None:
             return None
-        cols = np.flatnonzero(mask.any(axis=0))
-        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        return cls((int(r0), int(r1), int(c0), int(c1)), mask[r0:r1, c0:c1].astype(np.float32))
+        return cls(box, mask[box_slices(box)].astype(np.float32))
 
     def area(self) -> int:
         return int((self.prob > 0.5).sum())
 
     def tight(self, floor: float = 0.01) -> SoftMask | None:
         """The same mask in the smallest box holding its non-negligible pixels."""
-        support = self.prob > floor
-        rows = np.flatnonzero(support.any(axis=1))
-        if rows.size == 0:
+        inner = bounding_box(self.prob > floor)
+        if inner is None:
             return None
-        cols = np.flatnonzero(support.any(axis=0))
-        a0, a1, b0, b1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        a0, a1, b0, b1 = inner
         r0, _, c0, _ = self.box
-        return SoftMask((r0 + int(a0), r0 + int(a1), c0 + int(b0), c0 + int(b1)),
-                        self.prob[a0:a1, b0:b1], self.score)
+        return SoftMask((r0 + a0, r0 + a1, c0 + b0, c0 + b1), self.prob[a0:a1, b0:b1], self.score)
 
     def pack(self) -> tuple:
         q = np.clip(self.prob * 255 + 0.5, 0, 255).astype(np.uint8)

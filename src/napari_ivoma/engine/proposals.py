@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ._boxes import bounding_box, box_slices
+
 __all__ = [
     "ForegroundModel",
     "learn_foreground",
@@ -218,10 +220,8 @@ def _existing_proposals(t: int, labels: np.ndarray, proposal_ids: set[int]) -> l
     out = []
     for pid in set(np.unique(labels).tolist()) & proposal_ids:
         m = labels == pid
-        rows = np.flatnonzero(m.any(axis=1))
-        cols = np.flatnonzero(m.any(axis=0))
-        box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
-        out.append(Blob(t, box, m[box[0]:box[1], box[2]:box[3]], proposal=int(pid)))
+        box = bounding_box(m)
+        out.append(Blob(t, box, m[box_slices(box)], proposal=int(pid)))
     return out
 
 

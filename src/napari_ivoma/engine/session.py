@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ._boxes import bounding_box
 from .backends import Backend, get_backend
 from .io import to_float_image
 from .scribbles import Scribble, clip_scribble
@@ -443,10 +444,7 @@ class Session:
         for s in strokes:
             j = _object_under(prior, s)
             if j in open_ids and j not in claims and j != s.object_id:
-                rows = np.flatnonzero((prior == j).any(axis=1))
-                cols = np.flatnonzero((prior == j).any(axis=0))
-                box = [int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1]
-                claims[j] = (int(s.object_id), box)
+                claims[j] = (int(s.object_id), list(bounding_box(prior == j)))
         return claims
 
     def _settle_proposals(self, t: int, claims: dict[int, tuple]) -> None:
