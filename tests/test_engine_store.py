@@ -228,7 +228,7 @@ def test_label_ids_lists_the_ids_present_as_unique_does():
 
 
 def test_bounding_box_is_the_extent_of_the_mask_grown_within_the_array():
-    from napari_ivoma.engine._boxes import bounding_box, box_slices
+    from napari_ivoma.engine._masks import bounding_box, box_slices
 
     mask = np.zeros((20, 30), bool)
     assert bounding_box(mask) is None

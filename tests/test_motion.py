@@ -219,7 +219,7 @@ def test_fusion_still_check_takes_one_direction_whole():
 
 
 def test_fill_small_holes_takes_only_small_enclosed_holes():
-    from napari_ivoma.engine.mrgs import fill_small_holes
+    from napari_ivoma.engine._masks import fill_small_holes
 
     m = np.zeros((60, 80), bool)
     m[5:55, 5:75] = True

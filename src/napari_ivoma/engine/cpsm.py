@@ -35,7 +35,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
-from ._boxes import bounding_box, box_slices
+from ._masks import bounding_box, box_slices
 from .appearance import MemoryPool, PixelClassifier, _check_image, base_channels, pixel_features
 from .graphcut import cut
 from .motion import MOTION_CHANNELS

@@ -10,7 +10,7 @@ from __future__ import annotations
 import maxflow
 import numpy as np
 
-from ._boxes import bounding_box, box_slices
+from ._masks import bounding_box, box_slices
 
 __all__ = ["DIRECTIONS", "cut"]
 

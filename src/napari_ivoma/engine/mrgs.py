@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._boxes import bounding_box, box_slices
+from ._masks import bounding_box, box_slices, fill_small_holes
 from .graphcut import cut
 from .motion import FLOW_PRESETS, FlowCache, coarse_residual_motion, to_gray_u8
 from .proposals import extend_range, propose_objects
@@ -365,23 +365,6 @@ def _band_cut(warped: np.ndarray, image: np.ndarray, qimage: np.ndarray, model: 
     u_fg[hard_bg] = 1e6
     u_bg[hard_fg] = 1e6
     return cut(u_fg, u_bg, image, params.band_smooth, ~(hard_fg | hard_bg))
-
-
-def fill_small_holes(mask: np.ndarray, max_share: float, blocked: np.ndarray | None = None) -> np.ndarray:
-    """``mask`` with its holes (background it encloses, not touching the crop's edge, no
-    ``blocked`` pixel in it: another object's core) smaller than ``max_share`` of its area filled.
-
-    Only the propagated frames are filled; the user's reference masks are never changed.
-    """
-    n, lab, stats, _ = cv2.connectedComponentsWithStats((~mask).astype(np.uint8), connectivity=4)
-    if n <= 2:
-        return mask
-    h, w = mask.shape
-    x, y, bw, bh, area = (stats[1:, i] for i in range(5))
-    hole = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h) & (area < max_share * mask.sum())
-    if blocked is not None and hole.any():
-        hole &= np.bincount(lab.ravel(), weights=blocked.ravel(), minlength=n)[1:] == 0
-    return mask | np.concatenate([[False], hole])[lab] if hole.any() else mask
 
 
 def split_object(mask: SoftMask, min_share: float) -> list[SoftMask]:

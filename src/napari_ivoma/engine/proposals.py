@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ._boxes import bounding_box, box_slices
+from ._masks import bounding_box, box_slices
 
 __all__ = [
     "ForegroundModel",

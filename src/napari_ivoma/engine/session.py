@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ._boxes import bounding_box
+from ._masks import bounding_box
 from .backends import Backend, get_backend
 from .io import to_float_image
 from .scribbles import Scribble, clip_scribble
