@@ -245,7 +245,16 @@ def test_hand_edit_becomes_reference_before_propagation(annotator):
     np.testing.assert_array_equal(np.asarray(masks.data[5]) == 4, painted)
     assert widget.edited_frames == set()
     assert 4 in session.objects
-    assert "5" in widget.references.value
+    assert widget.references.value == "by you: frames 0, 5"
+
+
+def test_reference_frames_are_listed_readably():
+    from napari_ivoma._widget import _frame_list
+
+    assert _frame_list([4]) == "frame 4"
+    assert _frame_list([0, 10, 20]) == "frames 0, 10, 20"
+    long = _frame_list(list(range(0, 10_000, 10)))  # a long movie's automatic references
+    assert long == "frames 0, 10, 20, 30, 40, ..., 9950, 9960, 9970, 9980, 9990 (1000 frames)"
 
 
 def test_undo_and_cancel(annotator):

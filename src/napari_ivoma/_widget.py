@@ -621,12 +621,12 @@ class AnnotatorWidget(Container):
             return
         refs = s.references
         parts = []
-        for kind in ("user", "auto"):
-            frames = [str(t) for t, k in refs.items() if k == kind]
+        for kind, label in (("user", "by you"), ("auto", "automatic")):
+            frames = sorted(t for t, k in refs.items() if k == kind)
             if frames:
-                parts.append(f"{kind}: {', '.join(frames)}")
+                parts.append(f"{label}: {_frame_list(frames)}")
         if self.edited_frames:
-            parts.append(f"hand edits pending: {', '.join(map(str, sorted(self.edited_frames)))}")
+            parts.append(f"hand edits pending: {_frame_list(sorted(self.edited_frames))}")
         self.references.value = " · ".join(parts) or "none yet"
         rows = []
         proposed = s.proposals
@@ -663,6 +663,16 @@ def _key_handler(widget: AnnotatorWidget, action: Callable[[], Any]):
         widget._guarded(action)
 
     return handler
+
+
+def _frame_list(frames: list[int], most: int = 10) -> str:
+    """``frame 3`` / ``frames 0, 10, 20`` / for long lists the first and last few and the count."""
+    if len(frames) == 1:
+        return f"frame {frames[0]}"
+    shown = ", ".join(map(str, frames)) if len(frames) <= most else (
+        f"{', '.join(map(str, frames[:most // 2]))}, ..., {', '.join(map(str, frames[-(most // 2):]))}"
+        f" ({len(frames)} frames)")
+    return f"frames {shown}"
 
 
 def _hex(colour) -> str:
