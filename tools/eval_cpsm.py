@@ -9,6 +9,7 @@ Cells: one skeleton stroke (or, "click", the innermost pixel) per GT nucleus, pe
 Usage::
 
     python tools/eval_cpsm.py [davis] [cells] [--frames 0,mid] [--param name=value ...]
+    python tools/eval_cpsm.py memory [--seeds 3] [--param memory_scale=0]   # self-reference refinement
 """
 
 from __future__ import annotations
@@ -136,6 +137,34 @@ def eval_cells(params: CPSMParams, name: str, t: int, mode: str, verbose: bool =
     return float(np.mean(js))
 
 
+def eval_memory(params: CPSMParams, seeds: int = 3, verbose: bool = True) -> None:
+    """Self-reference refinement on DAVIS: the memory pool holds frame 0's true mask; one
+    skeleton stroke on frames T/4, T/2, 3T/4 and T-1 (no prior, with the frame's motion), J
+    without the pool and with it, averaged over ``seeds`` CPSM draws."""
+    from dataclasses import replace
+
+    from napari_ivoma.engine.appearance import MemoryPool
+
+    rows = []
+    for seq in DAVIS_SEQS:
+        n = len(glob.glob(f"{DATA}/davis/{seq}/frames/*.jpg"))
+        img0, gt0, _ = load_davis(seq, 0)
+        pool = MemoryPool()
+        pool.add(0, img0, gt0.astype(np.uint32))
+        for t in (n // 4, n // 2, 3 * n // 4, n - 1):
+            img, gt, _ = load_davis(seq, t)
+            scr = first_round_scribbles(gt.astype(np.uint32), [1])
+            mot = davis_motion(seq, t, n)
+            js = [[jaccard(scribbles_to_mask(img, scr, memory=mem, params=replace(params, seed=k), motion=mot) == 1,
+                           gt) for mem in (None, pool)] for k in range(seeds)]
+            rows.append(np.mean(js, axis=0))
+            if verbose:
+                print(f"{seq:18s} t={t:3d}  J alone {rows[-1][0]:.3f}  with the memory pool {rows[-1][1]:.3f}")
+    alone, pooled = np.mean(rows, axis=0)
+    print(f"DAVIS, memory of frame 0, {len(rows)} frames x {seeds} draws: J alone {alone:.3f}, "
+          f"with the memory pool {pooled:.3f}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("what", nargs="*", default=["davis", "cells"])
@@ -143,6 +172,7 @@ def main(argv=None):
     ap.add_argument("--param", action="append", default=[])
     ap.add_argument("-q", action="store_true")
     ap.add_argument("--motion", action="store_true", help="give CPSM the frame's motion features")
+    ap.add_argument("--seeds", type=int, default=3, help="CPSM draws per frame (memory)")
     a = ap.parse_args(argv)
     kw = {}
     for s in a.param:
@@ -156,6 +186,8 @@ def main(argv=None):
     print(params)
     if "davis" in a.what:
         eval_davis(params, a.frames.split(","), not a.q, a.motion)
+    if "memory" in a.what:
+        eval_memory(params, a.seeds, not a.q)
     if "cells" in a.what:
         eval_cells(params, "Fluo-N2DH-SIMplus-01", 0, "stroke")
         eval_cells(params, "Fluo-N2DH-SIMplus-01", 32, "stroke")

@@ -321,6 +321,7 @@ class PixelClassifier:
 class _FrameSamples:
     labels: np.ndarray  # (N,) uint32 label of each sample
     feats: np.ndarray  # (N, F) float32
+    areas: dict[int, int] = field(default_factory=dict)  # object id -> its pixels on the frame
 
 
 @dataclass
@@ -408,6 +409,11 @@ class MemoryPool:
         ids.discard(0)
         return ids
 
+    def object_area(self, oid: int) -> float | None:
+        """Median area (pixels) of object ``oid`` over the stored frames that hold it (None if none)."""
+        areas = [a[oid] for a in (getattr(fs, "areas", {}) for fs in self._ready().values()) if oid in a]
+        return float(np.median(areas)) if areas else None
+
     def samples(self, exclude: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """All stored samples as ``(features (N, F), labels (N,))``, optionally without frame ``exclude``."""
         parts = [fs for t, fs in self._ready().items() if t != exclude]
@@ -437,4 +443,8 @@ class MemoryPool:
                 sel = rng.choice(sel, n, replace=False)
             out_l.append(np.full(len(sel), oid, np.uint32))
             out_f.append(feats.reshape(-1, feats.shape[-1])[sel])
-        return _FrameSamples(np.concatenate(out_l), np.concatenate(out_f))
+        counts = np.bincount(labels.ravel()) if labels.size and labels.max() < 2 * labels.size else None
+        ids = np.unique(labels)
+        areas = {int(k): int(counts[k] if counts is not None else np.count_nonzero(labels == k))
+                 for k in ids if k != 0}
+        return _FrameSamples(np.concatenate(out_l), np.concatenate(out_f), areas)
