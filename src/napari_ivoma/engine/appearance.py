@@ -430,7 +430,8 @@ class MemoryPool:
         out_f: list[np.ndarray] = []
         fg = labels > 0
         near = cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=15) > 0
-        for oid in np.unique(labels):
+        ids, counts = np.unique(labels, return_counts=True)
+        for oid in ids:
             sel = np.flatnonzero(labels.ravel() == oid)
             n = self.per_object if oid != 0 else self.per_background
             if oid == 0 and fg.any():
@@ -443,8 +444,5 @@ class MemoryPool:
                 sel = rng.choice(sel, n, replace=False)
             out_l.append(np.full(len(sel), oid, np.uint32))
             out_f.append(feats.reshape(-1, feats.shape[-1])[sel])
-        counts = np.bincount(labels.ravel()) if labels.size and labels.max() < 2 * labels.size else None
-        ids = np.unique(labels)
-        areas = {int(k): int(counts[k] if counts is not None else np.count_nonzero(labels == k))
-                 for k in ids if k != 0}
+        areas = {int(k): int(c) for k, c in zip(ids, counts) if k != 0}
         return _FrameSamples(np.concatenate(out_l), np.concatenate(out_f), areas)
