@@ -10,6 +10,7 @@ Usage::
 
     python tools/eval_cpsm.py [davis] [cells] [--frames 0,mid] [--param name=value ...]
     python tools/eval_cpsm.py memory [--seeds 3] [--param memory_scale=0]   # self-reference refinement
+    python tools/eval_cpsm.py bgstroke --seeds 4 [--param bg_stroke_reach=1]  # first round with a background stroke
 """
 
 from __future__ import annotations
@@ -165,6 +166,32 @@ def eval_memory(params: CPSMParams, seeds: int = 3, verbose: bool = True) -> Non
           f"with the memory pool {pooled:.3f}")
 
 
+def eval_bg_stroke(params: CPSMParams, seeds: int = 4, verbose: bool = True) -> None:
+    """A first round with a background stroke: DAVIS frames 0 and T/2, a skeleton stroke on the
+    object and one background stroke along the ring 8-30 px around it (as a user circles the
+    object), with the frame's motion; J averaged over ``seeds`` CPSM draws."""
+    from dataclasses import replace
+
+    import cv2
+
+    from napari_ivoma.bench.annotator import skeleton_path
+
+    js = []
+    for seq in DAVIS_SEQS:
+        n = len(glob.glob(f"{DATA}/davis/{seq}/frames/*.jpg"))
+        for t in (0, n // 2):
+            img, gt, _ = load_davis(seq, t)
+            g = gt.astype(np.uint8)
+            ring = (cv2.dilate(g, np.ones((61, 61), np.uint8)) > 0) & ~(cv2.dilate(g, np.ones((17, 17), np.uint8)) > 0)
+            scr = first_round_scribbles(g.astype(np.uint32), [1]) + [Scribble(0, skeleton_path(largest_region(ring)))]
+            mot = davis_motion(seq, t, n)
+            js.append(float(np.mean([jaccard(scribbles_to_mask(img, scr, params=replace(params, seed=k), motion=mot) == 1,
+                                             gt) for k in range(seeds)])))
+            if verbose:
+                print(f"{seq:18s} t={t:3d}  J {js[-1]:.3f}")
+    print(f"DAVIS, object and background stroke, {len(js)} frames x {seeds} draws: J {np.mean(js):.4f}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("what", nargs="*", default=["davis", "cells"])
@@ -172,7 +199,7 @@ def main(argv=None):
     ap.add_argument("--param", action="append", default=[])
     ap.add_argument("-q", action="store_true")
     ap.add_argument("--motion", action="store_true", help="give CPSM the frame's motion features")
-    ap.add_argument("--seeds", type=int, default=3, help="CPSM draws per frame (memory)")
+    ap.add_argument("--seeds", type=int, default=3, help="CPSM draws per frame (memory, bgstroke)")
     a = ap.parse_args(argv)
     kw = {}
     for s in a.param:
@@ -188,6 +215,8 @@ def main(argv=None):
         eval_davis(params, a.frames.split(","), not a.q, a.motion)
     if "memory" in a.what:
         eval_memory(params, a.seeds, not a.q)
+    if "bgstroke" in a.what:
+        eval_bg_stroke(params, a.seeds, not a.q)
     if "cells" in a.what:
         eval_cells(params, "Fluo-N2DH-SIMplus-01", 0, "stroke")
         eval_cells(params, "Fluo-N2DH-SIMplus-01", 32, "stroke")
