@@ -186,6 +186,17 @@ def test_background_stroke_lets_the_object_extend_beyond_the_strokes_reach():
     assert_control_points(out, [stroke, around])
 
 
+def test_background_stroke_on_grey_touching_nuclei_keeps_them_apart():
+    """On a grey frame a background stroke does not widen the reach (each nucleus's local
+    intensity model is bounded by it): clicks on 12 of 25 touching discs stay on their discs."""
+    img, gt, centres = discs_image(n_side=5, radius=11)
+    n = img.shape[0]
+    scr = [Scribble(k, [[r0, c0]]) for r0, c0, k in centres[:12]] + [Scribble(0, [[3, 3], [3, n - 4]])]
+    out = scribbles_to_mask(img, scr)
+    assert np.mean([iou(out == k, gt == k) for _, _, k in centres[:12]]) >= 0.7
+    assert not ((out > 0) & (gt > 12)).any()  # the discs nobody clicked stay background
+
+
 def test_click_finds_a_blob():
     img, gt, centres = discs_image(n_side=1, radius=14)
     r0, c0, k = centres[0]
