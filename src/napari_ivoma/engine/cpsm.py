@@ -277,15 +277,15 @@ class CPSMParams:
     bg_stroke_reach : float
         A first round (no prior) on a colour frame with a background stroke: the automatic
         background starts this many times farther from the strokes (the user's background
-        stroke says where the background is; 1 = as without it).  Not on grey frames: there the
-        reach also bounds each nucleus's local intensity model, and clicks on 12 of 25 touching
-        discs with a background stroke lost (mean J 0.77 -> 0.40 with 2).  A uniform square, an L-shaped stroke over part of it
-        and a background stroke around it: IoU 0.19 -> 0.95.  DAVIS frames 0 and T/2 with a
-        skeleton stroke and a background stroke around the object (8-30 px out), four CPSM draws
-        (``tools/eval_cpsm.py bgstroke``): J 0.791 -> 0.794 (car-shadow frame 20 0.725 -> 0.866,
-        bear frame 0 +0.018; blackswan frame 0 0.879 -> 0.780: its reflection, which the
-        background stroke did not touch).  The benchmark's first rounds have no background
-        stroke, so it is unchanged.
+        stroke says where the background is; 1 = as without it).  A uniform square, an L-shaped
+        stroke over part of it and a background stroke around it: IoU 0.19 -> 0.95.  DAVIS
+        frames 0 and T/2 with a skeleton stroke and a background stroke around the object
+        (8-30 px out), four CPSM draws (``tools/eval_cpsm.py bgstroke``): J 0.791 -> 0.794
+        (car-shadow frame 20 0.725 -> 0.866, bear frame 0 +0.018; blackswan frame 0 0.879 ->
+        0.780: its reflection, which the background stroke did not touch).  The benchmark's
+        first rounds have no background stroke, so it is unchanged.  Not on grey frames: there
+        the reach also bounds each nucleus's local intensity model, and clicks on 12 of 25
+        touching discs with a background stroke lost (mean J 0.77 -> 0.40 with 2).
     refine_band : int
         Self-training rounds re-decide only pixels within this distance of the previous
         cut's outline (0 = the whole region of interest).
@@ -940,7 +940,8 @@ def _object_scales(
 ) -> tuple[dict[int, float], dict[int, float]]:
     """Per object: distance (pixels) from its strokes/prior where automatic background
     starts, and for click-only objects the radius of the blob under the click.  ``known``:
-    areas (working pixels) the memory pool holds for objects this frame's prior lacks."""
+    areas (working pixels) the memory pool holds for objects this frame's prior lacks; a first
+    round with a background stroke reaches ``bg_stroke_reach`` times farther (colour frames)."""
     starts: dict[int, float] = {}
     centres: dict[int, np.ndarray] = {}
     exts: dict[int, float] = {}
@@ -974,6 +975,9 @@ def _object_scales(
     guess = p.min_start_share * min(light.shape) if colour else 0.0
     for k in exts.keys() - radii.keys() - sized - remembered:  # a stroke, nothing else, tells the size
         starts[k] = max(starts[k], guess)
+    if colour and p.bg_stroke_reach != 1.0 and not prior.any() and (strokes == 0).any():
+        # a first round with a background stroke: the user says where the background is
+        starts = {k: v * p.bg_stroke_reach for k, v in starts.items()}
     return starts, radii
 
 
@@ -1008,8 +1012,6 @@ def _segment(
                 known[k] = a / prepared.scale**2
     starts, click_radii = _object_scales(light, strokes, prior, active, p, colour=img.shape[2] == 3,
                                          known=known)
-    if p.bg_stroke_reach != 1.0 and user_bg.any() and not prior.any() and img.shape[2] == 3:
-        starts = {k: v * p.bg_stroke_reach for k, v in starts.items()}
     # positive evidence: the strokes, and for clicks the core of the blob under the click
     pos_full = obj_strokes.copy()
     for k, r in click_radii.items():
