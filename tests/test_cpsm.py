@@ -92,6 +92,10 @@ def test_pixel_features_shapes_and_finite():
     assert g.shape[:2] == img.shape[:2] and g.shape[2] < f.shape[2]
     with pytest.raises(ValueError, match="image must be"):
         pixel_features(np.zeros((4, 4, 2), np.float32))
+    bad = img.copy()
+    bad[3, 4, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        scribbles_to_mask(bad, [Scribble(1, [[20, 18], [75, 30]])])
 
 
 def test_pixel_classifier_separates_two_gaussians():

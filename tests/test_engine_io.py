@@ -153,6 +153,13 @@ def test_to_float_image():
     assert out.shape == (3, 3, 3) and out[..., 0].min() == 1.0
     with pytest.raises(ValueError):
         to_float_image(np.zeros((2, 2, 2, 2)))
+    padded = np.linspace(10.0, 40.0, 64, dtype=np.float32).reshape(8, 8)
+    padded[0, :2] = np.nan
+    padded[7, 7] = np.inf
+    out = to_float_image(padded)[..., 0]
+    assert np.isfinite(out).all() and out[0, 0] == 0.0 and out[7, 7] == 1.0
+    assert 0.0 < out[3, 3] < out[5, 5] < 1.0  # the range comes from the finite values
+    assert to_float_image(np.full((2, 2), np.nan, np.float32)).max() == 0.0
 
 
 def test_read_image_modes_and_the_bench_reads_frames_the_same_way(tmp_path):

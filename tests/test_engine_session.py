@@ -41,6 +41,8 @@ def test_bad_scribble_input_is_refused_clearly(clip):
         Scribble(1.5, np.array([[1.0, 2.0]]))
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
         Scribble(1, np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="at most 2147483647"):
+        Scribble(2**32, np.array([[1.0, 2.0]]))
     with pytest.raises(IndexError, match="out of range"):
         s.add_scribbles(len(frames), [Scribble(1, np.array([[5.0, 5.0]]))])
     with pytest.warns(UserWarning, match="outside"), pytest.raises(ValueError, match="outside"):
@@ -235,6 +237,26 @@ def test_grey_16bit_and_multichannel_frames():
     s5 = Session(five)
     s5.set_labels(0, gt[0])
     assert np.asarray(s5.propagate())[5].any()
+
+
+def test_float_frames_with_nan_padding_are_annotated_like_the_rest():
+    """A registered or stitched float stack pads with NaN: the padding reads as the lowest
+    intensity, the video's intensity range comes from its finite values, and scribbles and
+    propagation work as on the same stack without padding."""
+    frames, gt = moving_objects_clip(n_frames=6)
+    grey = (frames.mean(axis=3) * 400 + 100).astype(np.float32)
+    padded = grey.copy()
+    padded[:, :, :6] = np.nan
+    firsts, masks = [], []
+    for video in (grey, padded):
+        s = Session(video)
+        assert np.isfinite(s.image(0)).all()
+        firsts.append(s.add_scribbles(0, [_disk_scribble(gt[0], 1), _disk_scribble(gt[0], 2)]))
+        masks.append(np.asarray(s.propagate()))
+    assert iou(firsts[1] == 1, gt[0] == 1) > 0.9
+    for k in (1, 2):
+        assert iou(firsts[1] == k, firsts[0] == k) > 0.95
+        assert iou(masks[1][5] == k, masks[0][5] == k) > 0.9
 
 
 def test_hand_edit_in_place_is_undoable_with_previous(clip):

@@ -36,7 +36,11 @@ def _check_image(image: np.ndarray) -> np.ndarray:
         )
     if img.shape[0] < 2 or img.shape[1] < 2:
         raise ValueError(f"image is too small: {img.shape[:2]}")
-    return img.astype(np.float32, copy=False)
+    img = img.astype(np.float32, copy=False)
+    if not np.isfinite(img).all():
+        raise ValueError("image contains NaN or infinite values; map them to numbers first "
+                         "(napari_ivoma.engine.io.to_float_image maps NaN to 0, as a Session does)")
+    return img
 
 
 def robust_normalize(channel: np.ndarray, low: float = 0.5, high: float = 99.8) -> np.ndarray:

@@ -277,11 +277,13 @@ def to_float_image(frame: np.ndarray, value_range: tuple[float, float] | None = 
     value_range : (low, high), optional
         Intensities mapped to 0 and 1.  By default uint8 uses (0, 255); other types use
         robust per-video percentiles when the caller passes them, else the frame's own 0.5 and
-        99.5 percentiles (so low-contrast 16-bit microscopy uses the whole range).
+        99.5 percentiles of its finite values (so low-contrast 16-bit microscopy uses the whole
+        range).
 
     Returns
     -------
-    (H, W, C) float32 array; an alpha channel (C == 4) is dropped.
+    (H, W, C) float32 array; an alpha channel (C == 4) is dropped.  Non-finite values (NaN
+    padding of a registered or stitched stack) become 0, +inf 1.
     """
     a = np.asarray(frame)
     if a.ndim == 2:
@@ -296,8 +298,20 @@ def to_float_image(frame: np.ndarray, value_range: tuple[float, float] | None = 
         if a.dtype == np.uint8:
             value_range = (0.0, 255.0)
         else:
-            lo, hi = np.percentile(a[::2, ::2], [0.5, 99.5])
-            value_range = (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
+            value_range = _finite_range(a[::2, ::2], (0.5, 99.5))
     lo, hi = value_range
     out = (a.astype(np.float32) - np.float32(lo)) / np.float32(max(hi - lo, 1e-12))
+    if a.dtype.kind == "f":
+        np.nan_to_num(out, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _finite_range(values: np.ndarray, percentiles: tuple[float, float]) -> tuple[float, float]:
+    """(low, high) percentiles of the finite ``values`` (high > low; (0, 1) when none is finite)."""
+    v = np.asarray(values)
+    if v.dtype.kind == "f":
+        v = v[np.isfinite(v)]
+    if v.size == 0:
+        return (0.0, 1.0)
+    lo, hi = np.percentile(v, percentiles)
+    return (float(lo), float(hi) if hi > lo else float(lo) + 1.0)

@@ -19,10 +19,13 @@ __all__ = [
     "rasterize_scribbles",
     "clip_scribble",
     "NO_LABEL",
+    "MAX_OBJECT_ID",
 ]
 
 #: value of a pixel of a constraint raster that no scribble covers
 NO_LABEL = -1
+#: the largest object id (constraint rasters are int32)
+MAX_OBJECT_ID = int(np.iinfo(np.int32).max)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class Scribble:
             raise ValueError(
                 f"Scribble object_id must be >= 0 (0 = background, 1, 2, ... objects), got {oid}"
             )
+        if int(self.object_id) > MAX_OBJECT_ID:
+            raise ValueError(f"Scribble object_id must be at most {MAX_OBJECT_ID}, got {oid}")
         object.__setattr__(self, "object_id", int(self.object_id))
         pts = np.asarray(self.points, dtype=float)
         if pts.ndim == 1 and pts.size == 2:

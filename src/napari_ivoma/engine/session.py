@@ -19,7 +19,7 @@ import numpy as np
 from .. import __version__
 from ._masks import bounding_box
 from .backends import Backend, get_backend
-from .io import to_float_image
+from .io import _finite_range, to_float_image
 from .scribbles import Scribble, clip_scribble
 from .store import LABEL_DTYPE, MaskStore, label_ids, sampled_frame_indices, video_fingerprint
 
@@ -145,9 +145,7 @@ class Session:
         """One intensity range for the whole video (so frames stay comparable)."""
         if np.dtype(self.frames.dtype) == np.uint8:
             return (0.0, 255.0)
-        vals = np.concatenate([f[::4, ::4].ravel() for f in samples.values()])
-        lo, hi = np.percentile(vals, [0.5, 99.8])
-        return (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
+        return _finite_range(np.concatenate([f[::4, ::4].ravel() for f in samples.values()]), (0.5, 99.8))
 
     def _channel_projection(self, samples: dict[int, np.ndarray]):
         """Frames with other than 1 or 3 channels are seen through their 3 principal components
