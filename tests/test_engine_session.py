@@ -59,6 +59,8 @@ def test_set_labels_validation(clip):
         s.set_labels(0, -gt[0].astype(np.int32))
     with pytest.raises(ValueError, match="integer"):
         s.set_labels(0, gt[0] + 0.5)
+    with pytest.raises(ValueError, match="largest object id"):  # (uint32 storage would wrap it to 0)
+        s.set_labels(0, gt[0].astype(np.int64) * 2**32)
     with pytest.raises(ValueError, match="nothing to propagate"):
         s.propagate()
 
@@ -223,7 +225,16 @@ def test_frames_validation():
     with pytest.raises(ValueError, match=r"\(T, H, W\)"):
         Session(np.zeros((4, 5)))
     with pytest.raises(ValueError, match="dtype"):
-        Session(np.zeros((2, 4, 5), dtype=object))
+        Session(np.zeros((2, 40, 50), dtype=object))
+    with pytest.raises(ValueError, match="too small"):
+        Session(np.zeros((3, 8, 8), np.uint8))
+
+
+def test_a_binary_video_is_annotated():
+    _, gt = moving_objects_clip(n_frames=4)
+    s = Session(gt > 0)  # (a thresholded movie: white objects on black)
+    assert set(np.unique(s.image(0))) == {0.0, 1.0}
+    assert iou(s.add_scribbles(0, [_disk_scribble(gt[0], 1)]) == 1, gt[0] == 1) > 0.8
 
 
 def test_grey_16bit_and_multichannel_frames():

@@ -20,13 +20,17 @@ from .. import __version__
 from ._masks import bounding_box
 from .backends import Backend, get_backend
 from .io import _finite_range, to_float_image
-from .scribbles import Scribble, clip_scribble
+from .scribbles import MAX_OBJECT_ID, Scribble, clip_scribble
 from .store import LABEL_DTYPE, MaskStore, label_ids, sampled_frame_indices, video_fingerprint
 
 __all__ = ["Session"]
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool] | threading.Event
+
+
+#: the smallest frame side a session accepts (OpenCV's DIS optical flow needs 12 px)
+MIN_FRAME_SIDE = 12
 
 
 def _validate_frames(frames: Any) -> None:
@@ -37,6 +41,9 @@ def _validate_frames(frames: Any) -> None:
         )
     if min(shape[:3]) < 1:
         raise ValueError(f"frames have an empty dimension: shape {tuple(shape)}")
+    if min(shape[1:3]) < MIN_FRAME_SIDE:
+        raise ValueError(f"frames of {shape[1]}x{shape[2]} pixels are too small: both sides must be at least "
+                         f"{MIN_FRAME_SIDE} pixels")
     dt = np.dtype(frames.dtype)
     if not (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating) or dt == np.bool_):
         raise ValueError(f"frames must be uint8, uint16 or float, got dtype {dt}")
@@ -143,7 +150,7 @@ class Session:
 
     def _intensity_range(self, samples: dict[int, np.ndarray]) -> tuple[float, float] | None:
         """One intensity range for the whole video (so frames stay comparable)."""
-        if np.dtype(self.frames.dtype) == np.uint8:
+        if np.dtype(self.frames.dtype) in (np.uint8, np.bool_):  # (to_float_image reads True as 255)
             return (0.0, 255.0)
         return _finite_range(np.concatenate([f[::4, ::4].ravel() for f in samples.values()]), (0.5, 99.8))
 
@@ -345,6 +352,8 @@ class Session:
             raise ValueError(f"labels must be integer object ids, got dtype {arr.dtype}")
         if arr.size and arr.min() < 0:
             raise ValueError(f"labels contain a negative object id ({int(arr.min())}); ids must be >= 0")
+        if arr.size and arr.max() > MAX_OBJECT_ID:
+            raise ValueError(f"labels contain object id {int(arr.max())}; the largest object id is {MAX_OBJECT_ID}")
         arr = arr.astype(LABEL_DTYPE)
         with self._lock:
             if previous is not None and np.shape(previous) != arr.shape:
