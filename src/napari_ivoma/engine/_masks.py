@@ -1,11 +1,13 @@
-"""Small helpers on boolean masks shared by the engine's modules: bounding boxes, small holes."""
+"""Small helpers on boolean masks shared by the engine's modules: bounding boxes, small holes,
+pieces that stand still."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+from scipy import ndimage as ndi
 
-__all__ = ["bounding_box", "box_slices", "fill_small_holes"]
+__all__ = ["bounding_box", "box_slices", "fill_small_holes", "pieces", "still_pieces"]
 
 
 def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[int, int, int, int] | None:
@@ -47,3 +49,21 @@ def fill_small_holes(mask: np.ndarray, max_share: float, blocked: np.ndarray | N
     if blocked is not None and hole.any():
         hole &= np.bincount(lab.ravel(), weights=blocked.ravel(), minlength=n)[1:] == 0
     return mask | np.concatenate([[False], hole])[lab] if hole.any() else mask
+
+
+def pieces(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The 8-connected pieces of ``mask``: (labels 1..n, 0 outside; sizes by label, index 0 the
+    outside's; label of the largest piece (0 when there is none))."""
+    lab, n = ndi.label(mask, structure=np.ones((3, 3)))
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    return lab, sizes, int(np.argmax(sizes[1:])) + 1 if n else 0
+
+
+def still_pieces(lab: np.ndarray, sizes: np.ndarray, still: np.ndarray, share: float,
+                 least: float) -> np.ndarray:
+    """Per label of :func:`pieces` (index 0 never): at least ``share`` of the piece's pixels
+    are ``still`` and it has at least ``least`` pixels."""
+    n = len(sizes) - 1
+    out = np.zeros(n + 1, bool)
+    out[1:] = ndi.mean(still, lab, index=np.arange(1, n + 1)) >= share
+    return out & (sizes >= least)

@@ -35,7 +35,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
-from ._masks import bounding_box, box_slices
+from ._masks import bounding_box, box_slices, pieces, still_pieces
 from .appearance import MemoryPool, PixelClassifier, _check_image, base_channels, pixel_features
 from .graphcut import cut
 from .motion import MOTION_CHANNELS
@@ -706,9 +706,7 @@ def _without_still_pieces(prior: np.ndarray, active: list[int], strokes: np.ndar
         if not mask.any():
             continue
         box = _bounding_box(mask)  # (the pieces' work: in the box of the object's mask)
-        lab, n = ndi.label(mask[box], structure=np.ones((3, 3)))
-        sizes = np.bincount(lab.ravel(), minlength=n + 1)
-        largest = int(np.argmax(sizes[1:])) + 1
+        lab, sizes, largest = pieces(mask[box])
         stroked = strokes == k
         if stroked.any():
             moves = _median_speeds(motion, stroked)
@@ -716,11 +714,9 @@ def _without_still_pieces(prior: np.ndarray, active: list[int], strokes: np.ndar
             moves = _median_speeds(motion[box], lab == largest)
         if min(moves) < p.slow_object:
             continue
-        still = _fastest(motion[box]) < p.motion_static
-        drop = np.zeros(n + 1, bool)
-        drop[1:] = ndi.mean(still, lab, index=np.arange(1, n + 1)) >= p.still_pieces
-        drop &= sizes >= p.far_change_share * mask.sum()
-        spoken = np.zeros(n + 1, bool)
+        drop = still_pieces(lab, sizes, _fastest(motion[box]) < p.motion_static, p.still_pieces,
+                            p.far_change_share * mask.sum())
+        spoken = np.zeros(len(sizes), bool)
         spoken[np.unique(lab[new_raster[box] >= 0])] = True
         spoken[largest] = False  # (the largest piece still: the propagated mask followed something else)
         spoken[np.unique(lab[new_raster[box] == k])] = True

@@ -37,9 +37,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage as ndi
 
-from ._masks import bounding_box, box_slices, fill_small_holes
+from ._masks import bounding_box, box_slices, fill_small_holes, pieces, still_pieces
 from .graphcut import cut
 from .motion import FLOW_PRESETS, FlowCache, coarse_residual_motion, to_gray_u8
 from .proposals import extend_range, propose_objects
@@ -510,17 +509,13 @@ def drop_still_pieces(m: SoftMask, residual: np.ndarray | Callable[[], np.ndarra
     ``residual``: the frame's :func:`~napari_ivoma.engine.motion.coarse_residual_motion`, or a
     function returning it (called only when ``m`` is in pieces)."""
     fg = m.prob > 0.5
-    lab, n = ndi.label(fg, structure=np.ones((3, 3)))
-    if n < 2:
+    lab, sizes, largest = pieces(fg)
+    if len(sizes) < 3:  # (one piece or none)
         return m
     mag = _residual_in_box(residual() if callable(residual) else residual, m.box, shape)
-    sizes = np.bincount(lab.ravel(), minlength=n + 1)
-    largest = int(np.argmax(sizes[1:])) + 1
     if float(np.median(mag[lab == largest])) < params.track_still_speed:
         return m
-    drop = np.zeros(n + 1, bool)
-    drop[1:] = ndi.mean(mag < params.still_static, lab, index=np.arange(1, n + 1)) >= params.track_still_pieces
-    drop &= sizes >= 0.005 * fg.sum()
+    drop = still_pieces(lab, sizes, mag < params.still_static, params.track_still_pieces, 0.005 * fg.sum())
     drop[largest] = False
     if not drop.any():
         return m
