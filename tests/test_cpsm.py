@@ -162,6 +162,21 @@ def test_two_textured_regions_one_scribble_each():
     assert_control_points(out, scr)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_touching_objects_are_split_by_their_appearance(seed):
+    """Two touching textured regions, a zigzag across each: the border between them follows
+    the textures (the sine curve), not the neck of the foreground's shape."""
+    img, gt = textured_two_regions(seed)
+    scr = [Scribble(1, [[20, 16], [75, 26], [20, 36], [75, 46], [20, 54]]),
+           Scribble(2, [[20, 74], [75, 84], [20, 94], [75, 104], [20, 112]])]
+    both = {}
+    for split in (0.0, CPSMParams().appearance_split):
+        out = scribbles_to_mask(img, scr, params=CPSMParams(appearance_split=split))
+        inside = (out > 0) & (gt > 0)
+        both[split] = (out[inside] == gt[inside]).mean()
+    assert both[CPSMParams().appearance_split] >= 0.98 > both[0.0]
+
+
 def test_textured_region_with_background_scribble():
     img, gt = textured_two_regions(seed=3)
     scr = [Scribble(2, [[20, 80], [75, 95], [20, 110]]), Scribble(0, [[5, 5], [5, 120]])]

@@ -350,6 +350,16 @@ class CPSMParams:
         retrained with the new strokes, fixes the same error elsewhere: a leg, a wing); smaller
         ones are undone.  DAVIS, 3 seeds: corrected frames J 0.827 -> 0.844, AUC 0.796 ->
         0.803, J&F r8 0.849 -> 0.860 (0 = only changes connected to a new stroke).
+    appearance_split : float
+        A first round on a colour frame: where two or more objects' masks touch, they are split
+        by their appearance (a classifier per object against the others, a graph cut per
+        object), the shape-based split (the neck between blobs) costing this much to leave (0 =
+        the shape alone).  Two touching textured regions, a zigzag stroke across each: labels
+        right inside the objects 0.89-0.95 -> 0.985-0.997 (six generated images).  The natural
+        sample clip: round-1 frame J 0.950 -> 0.954, AUC 0.917 either way; with 1.0 / 1.5 the
+        shape wins more often (labels right 0.972-0.990 / 0.965-0.980).  Not in corrections, where the prior's cores already mark
+        each object (the natural clip's AUC lost, 0.917 -> 0.882).  Grey frames keep the shape
+        (touching nuclei look alike).
     bg_stroke_level : float
         Correction rounds: prior object pixels detached from the prior object's largest part
         whose colour is common (density above this fraction of uniform) under a new background
@@ -424,6 +434,7 @@ class CPSMParams:
     distrust_still: bool = True
     local_only: bool = True
     far_change_share: float = 0.005
+    appearance_split: float = 0.5
     seed: int = 0
 
 
@@ -1235,6 +1246,8 @@ def _segment(
             break
 
     labels_roi = _assign(fg, crop(strokes), crop(prior), active)
+    if img.shape[2] == 3 and p.appearance_split > 0 and len(active) > 1 and not prior.any():
+        labels_roi = _split_by_appearance(labels_roi, crop(strokes), crop(prior), active, feats, base_roi, p, rng)
     out = np.zeros((h, w), np.uint32)
     out[roi] = labels_roi
     uf = np.full((h, w), _HARD, np.float32)
@@ -1449,9 +1462,9 @@ def _local_intensity_prob(
     return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
 
-def _assign(fg: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: list[int]) -> np.ndarray:
-    """Split the foreground among the active objects by a seeded watershed from their strokes
-    on the distance transform of the foreground."""
+def _markers(fg: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: list[int]) -> np.ndarray:
+    """Where each active object certainly is: its strokes and the core of its prior mask
+    within the foreground (0 elsewhere)."""
     markers = np.zeros(fg.shape, np.int32)
     for k in active:
         pk = (prior == k) & fg & (strokes < 0)
@@ -1460,6 +1473,13 @@ def _assign(fg: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: list
             markers[pk] = k
     for k in active:
         markers[strokes == k] = k
+    return markers
+
+
+def _assign(fg: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: list[int]) -> np.ndarray:
+    """Split the foreground among the active objects by a seeded watershed from their strokes
+    on the distance transform of the foreground."""
+    markers = _markers(fg, strokes, prior, active)
     if len(active) == 1:
         lab, _ = ndi.label(fg, structure=np.ones((3, 3)))
         keep = np.unique(lab[(markers > 0) & fg])
@@ -1470,3 +1490,62 @@ def _assign(fg: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: list
     elev = -cv2.distanceTransform(fg.astype(np.uint8), cv2.DIST_L2, 5)
     lab = watershed(elev, markers=markers, mask=fg | (markers > 0))
     return lab.astype(np.uint32)
+
+
+def _split_by_appearance(labels: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: list[int],
+                         feats: np.ndarray, image: np.ndarray, p: CPSMParams,
+                         rng: np.random.Generator) -> np.ndarray:
+    """Re-split, by appearance, the pieces of the foreground that hold two or more objects.
+
+    ``labels`` is the shape-based split of :func:`_assign`.  Per object, a classifier of its
+    marked pixels (strokes, prior core) against the other objects' gives its share of each
+    pixel's appearance; a graph cut per object (its pixels against the others', edges following
+    ``image``) decides, leaving the shape's label costing ``appearance_split``.  A pixel claimed by
+    no cut or by several, and a piece cut off from its object's markers, keep the shape's label,
+    so objects that look alike keep the shape's split.
+    """
+    fg = labels > 0
+    markers = _markers(fg, strokes, prior, active)
+    piece, _ = ndi.label(fg, structure=np.ones((3, 3)))
+    marked = markers > 0
+    piece_ids, n_objects = np.unique(np.unique(np.stack([piece[marked], markers[marked]]), axis=1)[0],
+                                     return_counts=True)
+    shared = piece_ids[(piece_ids > 0) & (n_objects > 1)]
+    if not shared.size:  # (objects apart: the shape's split is the split)
+        return labels
+    fg = np.isin(piece, shared)
+    markers[~fg] = 0
+    ids = [k for k in active if (markers == k).any()]
+    box = _bounding_box(fg, 1)
+    fg_b, lab_b, mk_b, feats_b = fg[box], labels[box], markers[box], feats[box]
+    wc = fg_b.shape[1]
+    probs = []
+    for k in ids:
+        xs, ys = [], []
+        for j in ids:
+            idx = _sample(mk_b == j, p.n_samples // (1 if j == k else len(ids) - 1), rng)
+            xs.append(feats_b[idx // wc, idx % wc])
+            ys.append(np.full(len(idx), 1.0 if j == k else 0.0, np.float32))
+        clf = PixelClassifier(n_trees=p.n_trees, seed=p.seed).fit(np.concatenate(xs), np.concatenate(ys))
+        probs.append(_predict(clf, feats_b, p.predict_pixels))
+    probs = np.stack(probs) + 1e-3
+    share = probs / probs.sum(axis=0)
+    img_b = np.ascontiguousarray(image[box])
+    claims = []
+    for i, k in enumerate(ids):
+        u_in = -np.log(share[i]) + p.appearance_split * (lab_b != k)
+        u_out = -np.log(1.0 - share[i] + 1e-3) + p.appearance_split * (lab_b == k)
+        u_in[~fg_b | ((mk_b > 0) & (mk_b != k))] = _HARD
+        u_out[mk_b == k] = _HARD
+        claims.append(cut(u_in.astype(np.float32), u_out.astype(np.float32), img_b, p.smooth, fg_b & (mk_b == 0)))
+    claims = np.stack(claims)
+    one = (claims.sum(axis=0) == 1) & fg_b
+    out_b = np.where(one, np.asarray(ids, np.uint32)[np.argmax(claims, axis=0)], lab_b)
+    for k in ids:  # an object's pieces away from its markers go back to the shape's label
+        part, _ = ndi.label(out_b == k, structure=np.ones((3, 3)))
+        kept = np.unique(part[mk_b == k])
+        stray = (part > 0) & ~np.isin(part, kept[kept > 0])
+        out_b[stray] = lab_b[stray]
+    out = labels.copy()
+    out[box] = out_b
+    return out
