@@ -355,11 +355,13 @@ class CPSMParams:
         by their appearance (a classifier per object against the others, a graph cut per
         object), the shape-based split (the neck between blobs) costing this much to leave (0 =
         the shape alone).  Two touching textured regions, a zigzag stroke across each: labels
-        right inside the objects 0.89-0.95 -> 0.985-0.997 (six generated images).  The natural
-        sample clip: round-1 frame J 0.950 -> 0.954, AUC 0.917 either way; with 1.0 / 1.5 the
-        shape wins more often (labels right 0.972-0.990 / 0.965-0.980).  Not in corrections, where the prior's cores already mark
-        each object (the natural clip's AUC lost, 0.917 -> 0.882).  Grey frames keep the shape
-        (touching nuclei look alike).
+        right inside the objects 0.89-0.95 -> 0.985-0.997 (six generated images; with 1.0 / 1.5
+        the shape wins more often: 0.972-0.990 / 0.965-0.980).  The natural sample clip:
+        round-1 frame J 0.950 -> 0.953, AUC 0.917 -> 0.918.  Only the pieces of the foreground
+        holding two objects' strokes are re-split (objects apart cost nothing), and not in
+        corrections, where the prior's cores already mark each object (splitting there too:
+        the natural clip's AUC 0.917 -> 0.882).  Grey frames keep the shape (touching nuclei
+        look alike).
     bg_stroke_level : float
         Correction rounds: prior object pixels detached from the prior object's largest part
         whose colour is common (density above this fraction of uniform) under a new background
