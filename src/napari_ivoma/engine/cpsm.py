@@ -356,8 +356,11 @@ class CPSMParams:
         object), the shape-based split (the neck between blobs) costing this much to leave (0 =
         the shape alone).  Two touching textured regions, a zigzag stroke across each: labels
         right inside the objects 0.89-0.95 -> 0.985-0.997 (six generated images; with 1.0 / 1.5
-        the shape wins more often: 0.972-0.990 / 0.965-0.980).  The natural sample clip:
-        round-1 frame J 0.950 -> 0.953, AUC 0.917 -> 0.918.  Only the pieces of the foreground
+        the shape wins more often: 0.972-0.990 / 0.965-0.980).  Every third frame of the
+        natural sample clip with two or more objects, one stroke each (``tools/eval_cpsm.py
+        natural``): per-object J 0.693 -> 0.764 at 240x320, 0.778 -> 0.915 at 480x854 (0.25:
+        0.757 / 0.912, 1.0: 0.788 / 0.912); its benchmark: round-1 frame J 0.950 -> 0.953, AUC
+        0.917 -> 0.918.  Only the pieces of the foreground
         holding two objects' strokes are re-split (objects apart cost nothing), and not in
         corrections, where the prior's cores already mark each object (splitting there too:
         the natural clip's AUC 0.917 -> 0.882).  Grey frames keep the shape (touching nuclei
