@@ -1506,8 +1506,9 @@ def _split_by_appearance(labels: np.ndarray, strokes: np.ndarray, prior: np.ndar
                          rng: np.random.Generator) -> np.ndarray:
     """Re-split, by appearance, the pieces of the foreground that hold two or more objects.
 
-    ``labels`` is the shape-based split of :func:`_assign`.  Per object, a classifier of its
-    marked pixels (strokes, prior core) against the other objects' gives its share of each
+    ``labels`` is the shape-based split of :func:`_assign`; ``strokes`` holds each object's id on
+    its strokes (and on the blob core under a click), -1 elsewhere.  Per object, a classifier of
+    its marked pixels (those, its prior's core) against the other objects' gives its share of each
     pixel's appearance; a graph cut per object (its pixels against the others', edges following
     ``image``) decides, leaving the shape's label costing ``appearance_split``.  A pixel claimed by
     no cut or by several, and a piece cut off from its object's markers, keep the shape's label,
