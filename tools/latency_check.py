@@ -4,7 +4,8 @@
 For each sequence: round 1 on frame 0 after ``Session.prepare`` (what the GUI does while the user
 looks at the frame and draws; three repeats, the fastest) and without it, then three correction
 rounds of the benchmark's simulated annotator on prepared frames.  Then the same on the generated
-natural clip made at 480x854 with its three objects (the DAVIS sequences here have one each).  Run it alone on the machine::
+natural clip made at 480x854 with its three objects (the DAVIS sequences here have one each).
+Run it alone on the machine::
 
     python tools/latency_check.py
 """

@@ -1018,22 +1018,26 @@ def _segment(
     user_bg = strokes == 0
     obj_strokes = np.isin(strokes, active)
     known = {}  # objects the memory pool has seen: their area there, in working pixels
-    if memory is not None and p.memory_scale > 0 and len(memory) and hasattr(memory, "object_area"):
+    if memory is not None and p.memory_scale > 0 and len(memory):
         for k in active:
             a = memory.object_area(k)
             if a:
                 known[k] = a / prepared.scale**2
     starts, click_radii = _object_scales(light, strokes, prior, active, p, colour=img.shape[2] == 3,
                                          known=known)
+    # objects touching in a first round on a colour frame are split by their appearance
+    split = img.shape[2] == 3 and p.appearance_split > 0 and len(active) > 1 and not prior.any()
     # positive evidence: the strokes, and for clicks the core of the blob under the click
     pos_full = obj_strokes.copy()
-    cores = np.where(obj_strokes, strokes, -1)  # each object's strokes and, for clicks, the blob's core
+    # (for the split: each object's id on its strokes and its click's core, 0 elsewhere)
+    cores = np.where(obj_strokes, strokes, 0) if split else None
     for k, r in click_radii.items():
         rad = max(2, int(round(p.click_core * r)))
         disc = cv2.dilate((strokes == k).astype(np.uint8), _disc(rad))
         core = (disc > 0) & ~fixed & ~user_bg & (strokes < 0)
         pos_full |= core
-        cores[core & (cores < 0)] = k
+        if split:
+            cores[core & (cores == 0)] = k
 
     # soft spatial prior: penalty for foreground beyond each object's start distance
     pen = np.full((h, w), np.inf, np.float32)
@@ -1255,8 +1259,8 @@ def _segment(
             break
 
     labels_roi = _assign(fg, crop(strokes), crop(prior), active)
-    if img.shape[2] == 3 and p.appearance_split > 0 and len(active) > 1 and not prior.any():
-        labels_roi = _split_by_appearance(labels_roi, crop(cores), crop(prior), active, feats, base_roi, p, rng)
+    if split:
+        labels_roi = _split_by_appearance(labels_roi, crop(cores), active, feats, base_roi, p, rng)
     out = np.zeros((h, w), np.uint32)
     out[roi] = labels_roi
     uf = np.full((h, w), _HARD, np.float32)
@@ -1471,9 +1475,9 @@ def _local_intensity_prob(
     return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
 
-def _markers(fg: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: list[int]) -> np.ndarray:
-    """Where each active object certainly is: its strokes and the core of its prior mask
-    within the foreground (0 elsewhere)."""
+def _assign(fg: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: list[int]) -> np.ndarray:
+    """Split the foreground among the active objects by a seeded watershed from their strokes
+    on the distance transform of the foreground."""
     markers = np.zeros(fg.shape, np.int32)
     for k in active:
         pk = (prior == k) & fg & (strokes < 0)
@@ -1482,13 +1486,6 @@ def _markers(fg: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: lis
             markers[pk] = k
     for k in active:
         markers[strokes == k] = k
-    return markers
-
-
-def _assign(fg: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: list[int]) -> np.ndarray:
-    """Split the foreground among the active objects by a seeded watershed from their strokes
-    on the distance transform of the foreground."""
-    markers = _markers(fg, strokes, prior, active)
     if len(active) == 1:
         lab, _ = ndi.label(fg, structure=np.ones((3, 3)))
         keep = np.unique(lab[(markers > 0) & fg])
@@ -1501,21 +1498,21 @@ def _assign(fg: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: list
     return lab.astype(np.uint32)
 
 
-def _split_by_appearance(labels: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: list[int],
+def _split_by_appearance(labels: np.ndarray, marks: np.ndarray, active: list[int],
                          feats: np.ndarray, image: np.ndarray, p: CPSMParams,
                          rng: np.random.Generator) -> np.ndarray:
     """Re-split, by appearance, the pieces of the foreground that hold two or more objects.
 
-    ``labels`` is the shape-based split of :func:`_assign`; ``strokes`` holds each object's id on
-    its strokes (and on the blob core under a click), -1 elsewhere.  Per object, a classifier of
-    its marked pixels (those, its prior's core) against the other objects' gives its share of each
-    pixel's appearance; a graph cut per object (its pixels against the others', edges following
-    ``image``) decides, leaving the shape's label costing ``appearance_split``.  A pixel claimed by
-    no cut or by several, and a piece cut off from its object's markers, keep the shape's label,
-    so objects that look alike keep the shape's split.
+    ``labels`` is the shape-based split of :func:`_assign`; ``marks`` holds each object's id on
+    its strokes and on the blob core under a click, 0 elsewhere.  Per object, a classifier of
+    its marked pixels against the other objects' gives its share of each pixel's appearance; a
+    graph cut per object (its pixels against the others', edges following ``image``) decides,
+    leaving the shape's label costing ``appearance_split``.  A pixel claimed by no cut or by
+    several, and a piece cut off from its object's marks, keep the shape's label, so objects that
+    look alike keep the shape's split.
     """
     fg = labels > 0
-    markers = _markers(fg, strokes, prior, active)
+    markers = marks.astype(np.int32)
     piece, _ = ndi.label(fg, structure=np.ones((3, 3)))
     marked = markers > 0
     piece_ids, n_objects = np.unique(np.unique(np.stack([piece[marked], markers[marked]]), axis=1)[0],
