@@ -322,9 +322,10 @@ class AnnotatorWidget(Container):
         """Run ``fn(*args)`` in a napari worker thread (or here when ``block``)."""
         from napari.qt.threading import create_worker
 
-        worker = create_worker(fn, *args, _start_thread=False)
+        # errors go to the status line and one notification (_on_worker_error), not re-raised
+        # into Qt's event loop as well
+        worker = create_worker(fn, *args, _start_thread=False, _connect={"errored": self._on_worker_error})
         worker.returned.connect(on_returned)
-        worker.errored.connect(self._on_worker_error)
         worker.finished.connect(lambda: self._set_busy(False))
         self._worker = worker
         self._last_result = None
