@@ -568,3 +568,31 @@ def test_shown_frame_is_prepared_for_scribbles(annotator, qtbot):
     fresh = Session(session.frames).add_scribbles(5, session.scribbles(5))
     np.testing.assert_array_equal(labels, fresh)
     assert iou(labels == 1, truth[5] == 1) > 0.7
+
+
+def test_export_button_writes_the_masks_and_refuses_to_overwrite(annotator, tmp_path, monkeypatch, qtbot):
+    viewer, widget, frames, truth = annotator
+    widget.start_session()
+    session = widget.session
+    session.set_labels(0, truth[0])
+    session.set_labels(7, truth[7])
+    masks = widget.masks_layer
+    viewer.dims.current_step = (4, 0, 0)
+    masks.paint((4, 10, 10), 3)  # a hand edit not yet sent: the export must hold it
+    out = tmp_path / "exported"
+    monkeypatch.setattr(AnnotatorWidget, "_ask_export_folder", lambda self, session: str(out))
+    widget.export_format.value = "tif"
+    widget.export_button.changed.emit(True)  # runs in a worker thread
+    qtbot.waitUntil(lambda: not widget._busy, timeout=60_000)
+    assert "exported 8 frames (tif: mask000.tif ... mask007.tif)" in widget.status.value, widget.status.value
+    back = np.stack([tifffile.imread(out / f"mask{t:03d}.tif") for t in range(8)])
+    np.testing.assert_array_equal(back[[0, 7]], truth[[0, 7]])
+    assert (back[4] == 3).sum() > 10 and session.references.get(4) == "user"
+    assert widget.progress.value == widget.progress.max
+    stamp = (out / "mask000.tif").stat().st_mtime_ns
+    widget.export_masks(out, "tif", block=True)  # again into the same folder: refused
+    assert "already holds mask000.tif" in widget.status.value
+    assert (out / "mask000.tif").stat().st_mtime_ns == stamp
+    assert widget.export_button.enabled and widget.propagate_button.enabled
+    monkeypatch.setattr(AnnotatorWidget, "_ask_export_folder", lambda self, session: "")
+    assert widget.export_masks() is None  # the folder dialog cancelled: nothing happens

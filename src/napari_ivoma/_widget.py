@@ -44,6 +44,7 @@ from ._layers import (
 )
 from ._reader import SOURCE_KEY
 from .engine import Session
+from .engine.export import EXPORT_FORMATS
 
 if TYPE_CHECKING:
     import napari
@@ -117,7 +118,7 @@ class AnnotatorWidget(Container):
             text="Propagate",
             tooltip="Propagate the reference masks over the video (MRGS, Shift-G)")
         self.cancel_button = PushButton(text="Cancel", enabled=False,
-                                        tooltip="Stop the propagation; frames done so far keep their masks")
+                                        tooltip="Stop the propagation (frames done so far keep their masks) or the export")
         self.undo_button = PushButton(
             text="Undo",
             tooltip="Undo the last step (scribbles, hand edits, removed reference) and the propagation after it")
@@ -125,6 +126,15 @@ class AnnotatorWidget(Container):
             text="Remove reference",
             tooltip="The current frame stops being a reference: its scribbles are forgotten and the "
                     "next propagation recomputes it (undoable)")
+        self.export_format = ComboBox(
+            choices=list(EXPORT_FORMATS), value="png",
+            tooltip="png: one palette PNG per frame (00000.png, ...: DAVIS layout)\n"
+                    "tif: one 16-bit TIFF per frame (mask000.tif, ...: Cell Tracking Challenge layout)\n"
+                    "tif-stack: one multi-page TIFF (masks.tif) that Fiji opens as a stack")
+        self.export_button = PushButton(
+            text="Export masks ...",
+            tooltip="Write every frame's masks into a folder you choose, in the format on the left "
+                    "(files already there are never replaced)")
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
         self.status = Label(label="status", value="choose a video and press Start / resume")
         self.references = Label(label="references", value="-")
@@ -134,11 +144,12 @@ class AnnotatorWidget(Container):
                          widgets=[self.propagate_button, self.cancel_button])
         row3 = Container(layout="horizontal", labels=False,
                          widgets=[self.undo_button, self.remove_ref_button])
-        for row in (id_row, row1, row2, row3):
+        row4 = Container(layout="horizontal", labels=False, widgets=[self.export_format, self.export_button])
+        for row in (id_row, row1, row2, row3, row4):
             row.margins = (0, 0, 0, 0)
-        row1.label, row2.label, row3.label = "", "", ""
+        row1.label, row2.label, row3.label, row4.label = "", "", "", "export"
         self.extend([self.image, self.store, self.start_button, id_row, self.draw_hint, row1, row2, row3,
-                     self.progress, self.status, self.references, self.objects_info])
+                     row4, self.progress, self.status, self.references, self.objects_info])
         for lab in (self.status, self.references, self.objects_info, self.object_hint, self.draw_hint):
             lab.native.setWordWrap(True)
             lab.native.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
@@ -150,6 +161,7 @@ class AnnotatorWidget(Container):
         self.cancel_button.changed.connect(self.cancel)
         self.undo_button.changed.connect(lambda: self._guarded(self.undo))
         self.remove_ref_button.changed.connect(lambda: self._guarded(self.remove_reference))
+        self.export_button.changed.connect(lambda: self._guarded(self.export_masks))
         self.object_id.changed.connect(self._on_object_id)
         self._on_image_changed()
         self._set_busy(False)
@@ -337,8 +349,56 @@ class AnnotatorWidget(Container):
             worker.start()
         return worker
 
+    def export_masks(self, folder: str | Path | None = None, fmt: str | None = None, block: bool = False):
+        """Write the masks of every frame into ``folder`` (asked with a dialog when None) in
+        ``fmt`` (default: the format box), in a worker thread with progress; Cancel stops it.
+
+        Pending hand edits are committed first, so the files hold what the viewer shows.
+        Returns the worker (None when the dialog was cancelled).
+        """
+        session = self._require_session()
+        if self._busy:
+            raise RuntimeError("wait for the running step to finish (or cancel it)")
+        fmt = fmt or self.export_format.value
+        if folder is None:
+            folder = self._ask_export_folder(session)
+            if not folder:
+                return None
+        self.commit_hand_edits()
+        self._cancel.clear()
+        self.progress.max = session.n_frames
+        self.progress.value = 0
+        return self._launch(self._run_export, (session, Path(folder), fmt), self._on_exported,
+                            f"exporting the masks as {fmt} ...", block, cancellable=True)
+
+    def _ask_export_folder(self, session: Session) -> str:
+        from qtpy.QtWidgets import QFileDialog
+
+        start = str(Path(session.store_path).parent) if session.store_path else str(Path.home())
+        return QFileDialog.getExistingDirectory(self.native, "Export the masks into this folder", start)
+
+    def _run_export(self, session: Session, folder: Path, fmt: str):
+        def progress(done: int, total: int) -> None:
+            self._bridge.progress.emit(int(done), int(total))
+
+        paths = session.export_masks(folder, fmt, progress=progress, cancel=self._cancel)
+        return folder, fmt, paths, self._cancel.is_set()
+
+    def _on_exported(self, result: tuple) -> None:
+        folder, fmt, paths, cancelled = result
+        n = self.session.n_frames if self.session is not None else len(paths)
+        if fmt == "tif-stack":
+            text = (f"export cancelled: the unfinished {folder / 'masks.tif'} is not kept" if cancelled
+                    else f"exported {n} frames to {paths[0]}")
+        else:
+            text = (f"export cancelled: {len(paths)} of {n} frames written to {folder}" if cancelled
+                    else f"exported {n} frames ({fmt}: {paths[0].name} ... {paths[-1].name}) to {folder}")
+        if not cancelled:
+            self.progress.value = self.progress.max
+        self._set_status(text)
+
     def cancel(self) -> None:
-        """Ask a running propagation to stop (frames not reached keep their masks)."""
+        """Ask a running propagation or export to stop (frames not reached keep their masks)."""
         self._cancel.set()
         if self._busy:
             self._set_status("cancelling ...")
@@ -604,7 +664,7 @@ class AnnotatorWidget(Container):
     def _set_busy(self, busy: bool, cancellable: bool = False) -> None:
         self._is_busy = busy
         for w in (self.start_button, self.to_mask_button, self.propagate_button, self.undo_button,
-                  self.remove_ref_button):
+                  self.remove_ref_button, self.export_button):
             w.enabled = not busy
         self.cancel_button.enabled = busy and cancellable
         for layer in (self.masks_layer, self.brush_layer, self.shapes_layer):

@@ -144,7 +144,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="correction rounds after the first scribbles (default 2)")
     i = sub.add_parser("info", help="describe a mask store")
     i.add_argument("store", type=Path)
+    e = sub.add_parser("export", help="write a mask store's masks as PNG or TIFF files",
+                       description="Write a mask store's masks, frame by frame: png = one palette PNG per "
+                                   "frame (00000.png, ...: DAVIS layout), tif = one 16-bit TIFF per frame "
+                                   "(mask000.tif, ...: Cell Tracking Challenge layout), tif-stack = one "
+                                   "multi-page TIFF (masks.tif) that Fiji opens as a stack.")
+    e.add_argument("store", type=Path, help="the mask store (a .ivoma.zarr folder)")
+    e.add_argument("folder", type=Path, help="where the files go (created when missing)")
+    e.add_argument("--format", choices=["png", "tif", "tif-stack"], default="png")
+    e.add_argument("--start", type=int, default=None, help="first frame (default 0)")
+    e.add_argument("--stop", type=int, default=None, help="frame after the last (default: all)")
+    e.add_argument("--overwrite", action="store_true", help="replace files of the same names in the folder")
     args = ap.parse_args(argv)
+    if args.cmd == "export":
+        return _export(args)
     if args.cmd == "demo":
         clips = ["natural", "nuclei"] if args.clip == "all" else [args.clip]
         run_demo(args.out, clips, args.samples, args.corrections)
@@ -167,6 +180,29 @@ def main(argv: list[str] | None = None) -> int:
                           "provenance": attrs["provenance"]}, indent=2))
         return 0
     return 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    import zarr
+
+    from .engine.export import export_masks
+    from .engine.store import ATTR_KEY, is_mask_store
+
+    if not is_mask_store(args.store):
+        print(f"{args.store} is not a napari-ivoma mask store", file=sys.stderr)
+        return 2
+    g = zarr.open_group(str(args.store), mode="r")
+    max_id = max((int(k) for k in g.attrs[ATTR_KEY]["objects"]), default=0)
+    try:
+        paths = export_masks(g["labels"], args.folder, args.format, start=args.start, stop=args.stop,
+                             max_id=max_id, overwrite=args.overwrite,
+                             progress=_progress_bar(f"export {args.format}"))
+    except (ValueError, OSError) as exc:
+        hint = " (--overwrite)" if isinstance(exc, FileExistsError) and args.folder.is_dir() else ""
+        print(f"export failed: {exc}{hint}", file=sys.stderr)
+        return 2
+    print(f"{len(paths)} file(s) written to {args.folder}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -7,11 +7,13 @@ Reads like SAM2's video predictor: make a session on a video, add scribbles on a
 from __future__ import annotations
 
 import inspect
+import os
 import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -398,6 +400,23 @@ class Session:
             propagate_session(self, start, stop, progress, is_cancelled)
             self.store.flush_attrs()
         return self.labels
+
+    def export_masks(self, folder: str | os.PathLike, fmt: str = "png", start: int | None = None,
+                     stop: int | None = None, overwrite: bool = False, progress: ProgressFn | None = None,
+                     cancel: CancelFn | None = None) -> list[Path]:
+        """Write the masks as per-frame PNGs (``png``, DAVIS layout), per-frame TIFFs (``tif``,
+        Cell Tracking Challenge layout) or one multi-page TIFF (``tif-stack``), frame by frame.
+
+        Files of the same names already in ``folder`` are an error unless ``overwrite``; see
+        :func:`napari_ivoma.engine.export.export_masks` for the layouts and the other arguments.
+        Returns the files written.
+        """
+        from .export import export_masks
+
+        with self._lock:
+            max_id = max(self.store.objects, default=0)
+            return export_masks(self.labels, folder, fmt, start=start, stop=stop, max_id=max_id,
+                                overwrite=overwrite, progress=progress, cancel=cancel)
 
     def undo(self) -> int:
         """Revert the last add_scribbles/set_labels and what propagation did after it.

@@ -1,0 +1,258 @@
+"""Export a mask video as files other tools read, one frame at a time.
+
+Three layouts:
+
+``png``
+    One PNG per frame, ``00000.png``, ``00001.png``, ... (the DAVIS layout): a palette PNG
+    whose pixel values are the object ids when every id fits in 8 bits (the DAVIS palette:
+    object 1 dark red, 2 green, ...), a 16-bit grey PNG otherwise.
+``tif``
+    One TIFF per frame, ``mask000.tif``, ``mask001.tif``, ... (the Cell Tracking Challenge
+    result layout): 16-bit ids, 32-bit when an id is above 65535.
+``tif-stack``
+    One multi-page TIFF ``masks.tif`` holding every frame (T, Y, X): Fiji / ImageJ open it as
+    a stack (16-bit ids; a 32-bit stack, which ImageJ cannot read, when an id is above 65535).
+
+TIFFs are deflate-compressed (what Fiji calls ZIP; a 480p mask takes ~3 KiB instead of
+800).  Frames are read and written one at a time, so a 10,000-frame video needs the memory of one
+frame.  Files already in the target folder are never replaced unless asked, and every file is
+written under a temporary name and renamed once complete, so an interrupted export leaves
+whole files only.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["EXPORT_FORMATS", "export_masks", "export_paths", "davis_palette"]
+
+#: the layouts :func:`export_masks` writes
+EXPORT_FORMATS = ("png", "tif", "tif-stack")
+
+_PART = ".part"
+_TIFF_COMPRESSION = "zlib"
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def davis_palette() -> np.ndarray:
+    """The (256, 3) uint8 colour map of DAVIS / PASCAL VOC palette masks (index 0 black).
+
+    Bit ``k`` of an index's three lowest-bit groups lights bit ``7 - k`` of red, green, blue.
+    """
+    idx = np.arange(256)
+    pal = np.zeros((256, 3), np.int64)
+    for k in range(8):
+        for ch in range(3):
+            pal[:, ch] |= ((idx >> (3 * k + ch)) & 1) << (7 - k)
+    return pal.astype(np.uint8)
+
+
+def export_paths(folder: str | os.PathLike, fmt: str, n_frames: int,
+                 frames: range | None = None) -> list[Path]:
+    """The files :func:`export_masks` writes for these frames (one for ``tif-stack``)."""
+    folder = Path(folder)
+    _check_format(fmt)
+    if fmt == "tif-stack":
+        return [folder / "masks.tif"]
+    frames = range(n_frames) if frames is None else frames
+    digits = max(5 if fmt == "png" else 3, len(str(max(n_frames - 1, 0))))
+    if fmt == "png":
+        return [folder / f"{t:0{digits}d}.png" for t in frames]
+    return [folder / f"mask{t:0{digits}d}.tif" for t in frames]
+
+
+def export_masks(labels: Any, folder: str | os.PathLike, fmt: str = "png", *,
+                 start: int | None = None, stop: int | None = None, max_id: int | None = None,
+                 overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
+                 cancel: Callable[[], bool] | threading.Event | None = None) -> list[Path]:
+    """Write the masks of frames ``[start, stop)`` into ``folder`` (see the module's layouts).
+
+    Parameters
+    ----------
+    labels : (T, H, W) integer array-like
+        The masks (a session's ``labels``, a store's zarr array, a numpy array); read one
+        frame at a time.
+    folder : path
+        Created when missing.
+    fmt : {"png", "tif", "tif-stack"}
+    start, stop : int, optional
+        Frame range (default: every frame).  File names keep the frame's index.
+    max_id : int, optional
+        The largest object id in ``labels`` (it chooses the pixel type of every file alike);
+        found by reading every frame once more when not given.
+    overwrite : bool
+        Replace files of the same names already in ``folder``.  Without it, such files are an
+        error and nothing is written.
+    progress : callable(done, total), optional
+    cancel : callable returning bool, or threading.Event, optional
+        Stops after the current frame: the frames written so far stay (``png`` / ``tif``); an
+        unfinished ``tif-stack`` is removed.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+
+    Raises
+    ------
+    ValueError
+        Unknown format, labels not (T, H, W) integers, negative ids, an id too large for the
+        format (16-bit PNG: 65535), an empty frame range.
+    FileExistsError
+        ``folder`` holds files of the same names and ``overwrite`` is false, or is a file.
+    PermissionError
+        ``folder`` cannot be written.
+    """
+    _check_format(fmt)
+    shape = tuple(getattr(labels, "shape", ()))
+    dtype = np.dtype(getattr(labels, "dtype", np.float64))
+    if len(shape) != 3:
+        raise ValueError(f"masks must be a (T, H, W) array, got shape {shape}")
+    if not (np.issubdtype(dtype, np.integer) or dtype.kind == "b"):
+        raise ValueError(f"masks must hold integer object ids, got dtype {dtype}")
+    n = shape[0]
+    start = 0 if start is None else max(0, int(start))
+    stop = n if stop is None else min(n, int(stop))
+    if start >= stop:
+        raise ValueError(f"no frames to export: start={start}, stop={stop} of {n} frames")
+    frames = range(start, stop)
+    is_cancelled = _cancel_check(cancel)
+    if max_id is None:
+        max_id = _largest_id(labels, frames, is_cancelled)
+    out_type = _pixel_type(fmt, int(max_id))
+    folder = Path(folder)
+    paths = export_paths(folder, fmt, n, frames)
+    _prepare_folder(folder, paths, overwrite)
+
+    def frame(t: int) -> np.ndarray:
+        m = np.asarray(labels[t])
+        if m.size and (m.min() < 0 or m.max() > np.iinfo(out_type).max):
+            raise ValueError(f"frame {t} holds object id {int(m.min() if m.min() < 0 else m.max())}, "
+                             f"outside what the {fmt} export of this video stores (0..{np.iinfo(out_type).max})")
+        return m.astype(out_type, copy=False)
+
+    total = len(frames)
+    if fmt == "tif-stack":
+        return _write_stack(paths[0], frame, frames, shape[1:], out_type, progress, is_cancelled)
+    written = []
+    for k, (t, path) in enumerate(zip(frames, paths)):
+        if is_cancelled():
+            break
+        _write_atomically(path, frame(t), fmt)
+        written.append(path)
+        if progress is not None:
+            progress(k + 1, total)
+    return written
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+
+
+def _cancel_check(cancel) -> Callable[[], bool]:
+    from .session import _cancel_check as check
+
+    return check(cancel)
+
+
+def _largest_id(labels: Any, frames: range, is_cancelled: Callable[[], bool]) -> int:
+    top = 0
+    for t in frames:
+        if is_cancelled():
+            break
+        m = np.asarray(labels[t])
+        if m.size:
+            if m.min() < 0:
+                raise ValueError(f"frame {t} holds a negative object id ({int(m.min())})")
+            top = max(top, int(m.max()))
+    return top
+
+
+def _pixel_type(fmt: str, max_id: int) -> type:
+    if max_id < 0:
+        raise ValueError(f"object ids must be >= 0, got {max_id}")
+    if fmt == "png":
+        if max_id > 65535:
+            raise ValueError(f"object id {max_id} does not fit a 16-bit PNG: export as tif or tif-stack")
+        return np.uint8 if max_id <= 255 else np.uint16
+    return np.uint16 if max_id <= 65535 else np.uint32
+
+
+def _prepare_folder(folder: Path, paths: list[Path], overwrite: bool) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"cannot export into {folder}: it is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PermissionError(f"cannot create the export folder {folder}: {exc.strerror or exc}") from exc
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"cannot export into {folder}: the folder is not writable")
+    if not overwrite:
+        present = [p for p in paths if p.exists()]
+        if present:
+            more = f" and {len(present) - 1} more" if len(present) > 1 else ""
+            raise FileExistsError(f"{folder} already holds {present[0].name}{more}: choose another folder, "
+                                  "or allow overwriting")
+
+
+def _write_atomically(path: Path, mask: np.ndarray, fmt: str) -> None:
+    part = path.with_name(path.name + _PART)
+    try:
+        if fmt == "png":
+            _write_png(part, mask)
+        else:
+            import tifffile
+
+            tifffile.imwrite(part, mask, compression=_TIFF_COMPRESSION)
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _write_png(path: Path, mask: np.ndarray) -> None:
+    from PIL import Image
+
+    if mask.dtype == np.uint8:
+        im = Image.fromarray(mask, mode="P")
+        im.putpalette(davis_palette().ravel().tolist())
+    else:
+        im = Image.fromarray(mask.astype(np.uint16))
+    im.save(path, format="PNG")
+
+
+def _write_stack(path: Path, frame: Callable[[int], np.ndarray], frames: range, size: tuple,
+                 out_type: type, progress, is_cancelled: Callable[[], bool]) -> list[Path]:
+    import tifffile
+
+    total = len(frames)
+
+    def pages() -> Iterator[np.ndarray]:
+        for k, t in enumerate(frames):
+            if is_cancelled():
+                raise _Cancelled
+            yield frame(t)
+            if progress is not None:
+                progress(k + 1, total)
+
+    imagej = out_type != np.uint32  # ImageJ reads 8/16-bit and float stacks only
+    big = not imagej and total * int(np.prod(size)) * np.dtype(out_type).itemsize > 2**32 - 2**25
+    part = path.with_name(path.name + _PART)
+    try:
+        tifffile.imwrite(part, pages(), shape=(total, *size), dtype=out_type, imagej=imagej,
+                         bigtiff=big, metadata={"axes": "TYX"}, compression=_TIFF_COMPRESSION)
+        os.replace(part, path)
+    except _Cancelled:
+        return []
+    finally:
+        part.unlink(missing_ok=True)
+    return [path]

@@ -1,0 +1,193 @@
+"""Exporting masks: per-frame PNG (DAVIS layout), per-frame TIFF (CTC layout), one TIFF stack."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from napari_ivoma.bench.dataset import load_sequence, read_mask
+from napari_ivoma.cli import main
+from napari_ivoma.engine import Session
+from napari_ivoma.engine.export import davis_palette, export_masks, export_paths
+
+
+def labels_video(n: int = 6, h: int = 24, w: int = 32, top: int = 3, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((n, h, w), np.uint32)
+    for t in range(n):
+        for oid in range(1, top + 1):
+            r, c = rng.integers(0, h - 6), rng.integers(0, w - 6)
+            lab[t, r:r + 6, c:c + 6] = oid
+    lab[-1, 0, 0] = top  # the largest id is on the last frame only
+    return lab
+
+
+def read_back(paths) -> np.ndarray:
+    return np.stack([read_mask(p)[0] for p in paths])
+
+
+@pytest.mark.parametrize("fmt", ["png", "tif", "tif-stack"])
+def test_export_round_trips_the_ids(tmp_path, fmt):
+    lab = labels_video(top=3)
+    paths = export_masks(lab, tmp_path / "out", fmt)
+    if fmt == "tif-stack":
+        assert [p.name for p in paths] == ["masks.tif"]
+        with tifffile.TiffFile(paths[0]) as tf:
+            assert tf.is_imagej and tf.series[0].axes == "TYX"  # Fiji opens it as a time stack
+            back = tf.asarray()
+        assert back.dtype == np.uint16
+    else:
+        assert len(paths) == len(lab)
+        assert paths[0].name == ("00000.png" if fmt == "png" else "mask000.tif")
+        back = read_back(paths)
+    np.testing.assert_array_equal(back, lab)
+    assert not list((tmp_path / "out").glob("*.part"))
+
+
+def test_png_is_a_davis_palette_mask_readable_as_a_sequence(tmp_path):
+    lab = labels_video(n=4, top=2)
+    frames = tmp_path / "seq" / "frames"
+    frames.mkdir(parents=True)
+    for t in range(len(lab)):
+        Image.fromarray(np.full(lab.shape[1:] + (3,), 90, np.uint8)).save(frames / f"{t:05d}.jpg")
+    export_masks(lab, tmp_path / "seq" / "masks", "png")
+    with Image.open(tmp_path / "seq" / "masks" / "00001.png") as im:
+        assert im.mode == "P"
+        pal = np.asarray(im.getpalette()[:9]).reshape(3, 3)
+    np.testing.assert_array_equal(pal, [[0, 0, 0], [128, 0, 0], [0, 128, 0]])  # DAVIS colours
+    seq = load_sequence(tmp_path / "seq")  # the benchmark reads an export as ground truth
+    np.testing.assert_array_equal(seq.masks, lab)
+
+
+def test_palette_is_davis():
+    pal = davis_palette()
+    assert pal.shape == (256, 3)
+    np.testing.assert_array_equal(pal[[0, 1, 2, 3, 4, 7, 8]],
+                                  [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128],
+                                   [128, 128, 128], [64, 0, 0]])
+    assert len({tuple(c) for c in pal}) == 256
+
+
+def test_many_objects_take_wider_pixels(tmp_path):
+    lab = labels_video(n=3, top=2)
+    lab[1, 5, 5] = 300
+    png = export_masks(lab, tmp_path / "png", "png")
+    with Image.open(png[0]) as im:
+        assert im.mode.startswith("I")  # 16-bit grey: ids above 255
+    np.testing.assert_array_equal(read_back(png), lab)
+    lab[2, 3, 3] = 70_000
+    tif = export_masks(lab, tmp_path / "tif", "tif")
+    assert tifffile.imread(tif[0]).dtype == np.uint32
+    np.testing.assert_array_equal(read_back(tif), lab)
+    with pytest.raises(ValueError, match="16-bit PNG"):
+        export_masks(lab, tmp_path / "png2", "png")
+    assert not (tmp_path / "png2").exists() or not any((tmp_path / "png2").iterdir())
+
+
+def test_existing_files_are_never_replaced_by_accident(tmp_path):
+    lab = labels_video()
+    out = tmp_path / "out"
+    export_masks(lab, out, "tif")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    other = np.zeros_like(lab)
+    with pytest.raises(FileExistsError, match="mask000.tif and 5 more"):
+        export_masks(other, out, "tif")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    export_masks(other, out, "png")  # other names: fine beside them
+    export_masks(other, out, "tif", overwrite=True)
+    assert not tifffile.imread(out / "mask003.tif").any()
+
+
+def test_bad_requests_are_refused_clearly(tmp_path):
+    lab = labels_video()
+    with pytest.raises(ValueError, match="unknown export format 'jpg'"):
+        export_masks(lab, tmp_path, "jpg")
+    with pytest.raises(ValueError, match=r"\(T, H, W\)"):
+        export_masks(lab[0], tmp_path, "png")
+    with pytest.raises(ValueError, match="integer object ids"):
+        export_masks(lab.astype(np.float32), tmp_path, "png")
+    with pytest.raises(ValueError, match="negative object id"):
+        export_masks(lab.astype(np.int32) - 1, tmp_path, "png")
+    with pytest.raises(ValueError, match="no frames"):
+        export_masks(lab, tmp_path, "png", start=4, stop=4)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        export_masks(lab, tmp_path / "afile", "png")
+    with pytest.raises(PermissionError, match="cannot create the export folder"):
+        export_masks(lab, tmp_path / "afile" / "sub", "png")  # even root cannot make this folder
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_unwritable_folder_is_refused(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError, match="not writable"):
+            export_masks(labels_video(), ro, "png")
+        with pytest.raises(PermissionError, match="cannot create"):
+            export_masks(labels_video(), ro / "sub", "png")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_frame_range_keeps_frame_numbers(tmp_path):
+    lab = labels_video(n=12)
+    paths = export_masks(lab, tmp_path, "png", start=10, stop=99)
+    assert [p.name for p in paths] == ["00010.png", "00011.png"]
+    assert export_paths(tmp_path, "tif", 12_000)[-1].name == "mask11999.tif"  # widths grow with the video
+
+
+def test_cancel_keeps_whole_files_only(tmp_path):
+    lab = labels_video(n=8)
+    stop = threading.Event()
+    done = []
+
+    def progress(k, total):
+        done.append(k)
+        if k == 3:
+            stop.set()
+
+    paths = export_masks(lab, tmp_path / "a", "png", progress=progress, cancel=stop)
+    assert len(paths) == 3 and done == [1, 2, 3]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    stop.clear()
+    done.clear()
+    assert export_masks(lab, tmp_path / "b", "tif-stack", progress=progress, cancel=stop) == []
+    assert not any((tmp_path / "b").iterdir())  # an unfinished stack is not left behind
+
+
+def test_session_export_uses_its_objects(tmp_path):
+    lab = labels_video(n=5, h=32, w=40, top=2)
+    frames = np.random.default_rng(1).integers(0, 255, (5, 32, 40), dtype=np.uint8)
+    session = Session(frames, store=tmp_path / "s.ivoma.zarr")
+    session.set_labels(0, lab[0])
+    session.set_labels(3, np.where(lab[3] > 0, 300, 0).astype(np.uint32))  # a 16-bit id on one frame
+    paths = session.export_masks(tmp_path / "png")
+    assert len(paths) == 5
+    back = read_back(paths)
+    np.testing.assert_array_equal(back[[0, 3]], np.asarray(session.labels)[[0, 3]])
+    with Image.open(paths[0]) as im:
+        assert im.mode.startswith("I")  # every frame alike, from the session's largest object id
+    session.close()
+
+
+def test_cli_export(tmp_path, capsys):
+    lab = labels_video(n=4, h=32, w=40, top=2)
+    frames = np.random.default_rng(1).integers(0, 255, (4, 32, 40), dtype=np.uint8)
+    store = tmp_path / "v.ivoma.zarr"
+    session = Session(frames, store=store)
+    session.set_labels(1, lab[1])
+    session.close()
+    assert main(["export", str(store), str(tmp_path / "out"), "--format", "tif"]) == 0
+    back = read_back(sorted((tmp_path / "out").glob("mask*.tif")))
+    np.testing.assert_array_equal(back[1], lab[1])
+    assert not back[[0, 2, 3]].any()
+    assert main(["export", str(store), str(tmp_path / "out"), "--format", "tif"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "nostore"), str(tmp_path / "o2")]) == 2
