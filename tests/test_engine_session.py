@@ -94,6 +94,27 @@ def test_object_leaving_and_reentering_with_two_references():
         assert iou(out[t] == 2, gt[t] == 2) >= 0.9, t
 
 
+@pytest.mark.parametrize("n_frames", [20, 30])
+def test_object_leaving_and_coming_back_is_found_again_from_one_reference(n_frames):
+    frames, gt = moving_objects_clip(n_frames=n_frames, leave=True)
+    area = (gt[0] == 1).sum()
+    s = Session(frames)
+    s.set_labels(0, gt[0])  # one reference, before object 1 leaves through the right edge
+    out = np.asarray(s.propagate())
+    absent = [t for t in range(n_frames) if not (gt[t] == 1).any()]
+    back = [t for t in range(absent[-1] + 1, n_frames) if (gt[t] == 1).sum() >= 0.5 * area]
+    assert absent and back, "the clip must make object 1 leave the frame and come back"
+    for t in absent:
+        assert not (out[t] == 1).any(), t  # gone means gone: no look-alike taken for it
+    for t in back:
+        assert iou(out[t] == 1, gt[t] == 1) >= 0.85, t
+    for t in range(n_frames):
+        assert iou(out[t] == 2, gt[t] == 2) >= 0.9, t
+    off = Session(frames, params={"reentry": "off"})
+    off.set_labels(0, gt[0])
+    assert not (np.asarray(off.propagate())[back] == 1).any()  # what finds it is the re-entry search
+
+
 def test_object_entering_late_exists_from_where_it_appears():
     frames, gt = moving_objects_clip(n_frames=20, leave=True)
     absent = [t for t in range(20) if not (gt[t] == 1).any()]

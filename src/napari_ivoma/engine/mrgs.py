@@ -102,10 +102,15 @@ class MRGSParams:
     track_still_speed: float = 4.0  # ... the largest piece moves: median residual motion at least this (px)
     lineage_fusion: bool = True  # daughters tracked back from a later reference are not born while the parent is whole
     track_fill_holes: float = 0.05  # holes inside a tracked object smaller than this share of its area are filled (0 = off)
+    reentry: str = "auto"        # an object gone through the frame's edge is looked for again: on, off, auto (colour video;
+                                 # on grey video a cell coming in is another cell: a proposal)
+    reentry_llr: float = 1.0     # ... where its colour log-odds pass this ...
+    reentry_strip: float = 0.08  # ... in a strip along the edges this share of the frame's short side wide ...
+    reentry_share: float = 0.15  # ... as a piece touching the edge of at least this share of its reference area
 
     def __post_init__(self) -> None:
         # a misspelt choice would otherwise fail deep in a propagation thread or be silently ignored
-        choices = {"flow_preset": tuple(FLOW_PRESETS), "splits": _MODES, "proposals": _MODES}
+        choices = {"flow_preset": tuple(FLOW_PRESETS), "splits": _MODES, "proposals": _MODES, "reentry": _MODES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -366,6 +371,38 @@ def _band_cut(warped: np.ndarray, image: np.ndarray, qimage: np.ndarray, model: 
     return cut(u_fg, u_bg, image, params.band_smooth, ~(hard_fg | hard_bg))
 
 
+def find_reentry(image: np.ndarray, qimage: np.ndarray, model: ColourModel, claimed: np.ndarray,
+                 ref_area: int, params: MRGSParams) -> SoftMask | None:
+    """An object that left through the frame's edge, coming back.
+
+    The largest piece of pixels that look like the object (its colour log-odds at least
+    ``reentry_llr``), in a strip along the frame's edges, touching the edge, claimed by no
+    other object and at least ``reentry_share`` of the object's area on its reference; then
+    re-segmented as a tracked object is (None when nothing qualifies or it does not look like
+    the object once segmented).
+    """
+    h, w = qimage.shape
+    s = max(4, int(round(params.reentry_strip * min(h, w))))
+    inner = np.zeros((h, w), bool)
+    inner[s:h - s, s:w - s] = True
+    cand = (model(qimage) >= params.reentry_llr) & ~inner & ~claimed
+    cand = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
+    need = max(params.min_area, params.reentry_share * ref_area)
+    best, best_area = 0, 0
+    for k in range(1, n):
+        x, y, bw, bh, area = stats[k]
+        at_edge = x == 0 or y == 0 or x + bw == w or y + bh == h
+        if at_edge and area >= need and area > best_area:
+            best, best_area = k, area
+    if not best:
+        return None
+    seed = SoftMask.from_binary(lab == best)
+    r0, r1, c0, c1 = _expand(seed.box, int(params.band) + 1, (h, w))
+    seed = SoftMask((r0, r1, c0, c1), (lab[r0:r1, c0:c1] == best).astype(np.float32))
+    return refine_object(seed, image, qimage, model, params, claimed)
+
+
 def split_object(mask: SoftMask, min_share: float) -> list[SoftMask]:
     """The parts of an object that split (e.g. a dividing cell), largest first.
 
@@ -555,12 +592,28 @@ class _Pass:
         mode = params.splits
         grey = session.image(ref).shape[2] == 1
         self.detect_splits = step > 0 and (mode == "on" or (mode == "auto" and grey))
+        self.find_returns = params.reentry == "on" or (params.reentry == "auto" and not grey)
         self.models = dict(models)
         self.custom = getattr(session.backend, "refine_mask", None)  # a backend's own refinement
         self.t = ref
 
     def _blocked(self, cores, box, oid, q):
         return _blocked_pixels(cores, box, oid, q, self.models, self.params.core_llr_margin)
+
+    def _look_for_returns(self, state: dict[int, SoftMask], image: np.ndarray, q: np.ndarray) -> None:
+        """Objects gone through the frame's edge that come back are tracked again (``state`` grows)."""
+        gone = [oid for oid, edge in self.exited.items() if edge and oid not in state and oid in self.models]
+        if not gone:
+            return
+        claimed = np.zeros(q.shape, bool)
+        for sm in state.values():
+            claimed[box_slices(sm.box)] |= sm.prob > 0.5
+        for oid in gone:
+            back = find_reentry(image, q, self.models[oid], claimed, self.ref_areas.get(oid, 0), self.params)
+            if back is not None:
+                state[oid] = back
+                del self.exited[oid]
+                claimed[box_slices(back.box)] |= back.prob > 0.5
 
     def advance(self) -> dict[int, SoftMask]:
         t_new = self.t + self.step
@@ -597,6 +650,8 @@ class _Pass:
                 else:  # remember whether it left through the frame's edge or was lost inside
                     r0, r1, c0, c1 = sm.box
                     self.exited[oid] = min(r0, c0, h - r1, w - c1) <= margin
+            if self.custom is None and self.find_returns:
+                self._look_for_returns(new_state, image, q)
             self.state = new_state
         self.t = t_new
         return self.state
