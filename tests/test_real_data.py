@@ -7,7 +7,7 @@ import pytest
 from conftest import SHARED_DATA
 
 from napari_ivoma.bench.annotator import first_round_scribbles
-from napari_ivoma.bench.dataset import load_sequence
+from napari_ivoma.bench.dataset import load_sequence, pan_out_and_back
 from napari_ivoma.bench.metrics import frame_j, seg_score
 from napari_ivoma.engine import Session
 
@@ -34,3 +34,19 @@ def test_propagate_nuclei_on_sim_plus():
     out = np.asarray(s.propagate())
     seg = [seg_score(seq.masks[t], out[t]) for t in range(1, len(out))]
     assert np.mean([v for v in seg if v is not None]) >= 0.8, seg
+
+
+@pytest.mark.skipif(not BEAR.is_dir(), reason=f"real DAVIS data not found at {BEAR} (see ../shared/data)")
+def test_bear_leaving_the_frame_and_coming_back_is_found_again():
+    seq = load_sequence(BEAR)
+    frames, masks = pan_out_and_back(seq.frames, seq.masks, 110)  # the window pans off the bear and back
+    area = (masks[0] > 0).sum()
+    s = Session(frames)
+    s.set_labels(0, masks[0])
+    pred = np.asarray(s.propagate())
+    gone = [t for t in range(len(masks)) if not masks[t].any()]
+    back = [t for t in range(gone[-1] + 1, len(masks)) if (masks[t] > 0).sum() >= 0.3 * area]
+    assert len(gone) >= 20 and len(back) >= 5
+    assert not pred[gone].any()  # nothing on the ground while the bear is out of view
+    js = [frame_j(masks[t], pred[t], 1) for t in back]
+    assert np.mean(js) >= 0.85, js

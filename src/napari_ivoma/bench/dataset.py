@@ -30,6 +30,7 @@ __all__ = [
     "is_sequence_folder",
     "load_sequence",
     "frame_number",
+    "pan_out_and_back",
 ]
 
 FRAME_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
@@ -246,3 +247,29 @@ def load_sequence(path: str | Path, max_frames: int | None = None) -> Sequence:
         n_objects=k,
         instance=bool(any(is_label)) and frames[0].ndim == 2,
     )
+
+
+def pan_out_and_back(frames: np.ndarray, masks: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Real footage in which the object leaves the frame and comes back.
+
+    Frames and masks are halved, then cropped to a window ``width`` px wide that pans away from
+    the object (towards the side with more room) until it has left, and back again: the window
+    follows a sine over the clip, so it starts and ends on the object.
+    """
+    import cv2
+
+    def half(a: np.ndarray, interp: int) -> np.ndarray:
+        return cv2.resize(a, (a.shape[1] // 2, a.shape[0] // 2), interpolation=interp)
+
+    f = np.stack([half(x, cv2.INTER_AREA) for x in frames])
+    m = np.stack([half(x.astype(np.uint16), cv2.INTER_NEAREST) for x in masks]).astype(np.uint32)
+    n, _, w = m.shape
+    if not 0 < width <= w:
+        raise ValueError(f"window width must be in 1..{w}, got {width}")
+    cx = np.array([np.nonzero(x.any(0))[0].mean() if x.any() else w / 2 for x in m])
+    start = np.clip(cx - width / 2, 0, w - width)
+    far = 0 if cx[n // 2] > w / 2 else w - width
+    phase = np.sin(np.pi * np.arange(n) / max(n - 1, 1))
+    x0 = np.round((1 - phase) * start + phase * far).astype(int)
+    return (np.stack([f[t][:, x0[t]:x0[t] + width] for t in range(n)]),
+            np.stack([m[t][:, x0[t]:x0[t] + width] for t in range(n)]))

@@ -376,13 +376,15 @@ def find_reentry(image: np.ndarray, qimage: np.ndarray, model: ColourModel, clai
     """An object that left through the frame's edge, coming back.
 
     The largest piece of pixels that look like the object (its colour log-odds at least
-    ``reentry_llr``), in a strip along the frame's edges, touching the edge, claimed by no
+    ``reentry_llr``), in a strip along the frame's edges (``reentry_strip`` of the frame's short
+    side deep, or half the object's size on its reference if more), touching the edge, claimed by no
     other object and at least ``reentry_share`` of the object's area on its reference; then
     re-segmented as a tracked object is (None when nothing qualifies or it does not look like
     the object once segmented).
     """
     h, w = qimage.shape
-    s = max(4, int(round(params.reentry_strip * min(h, w))))
+    # deep enough for the share of the object looked for: ~0.6 sqrt(area) is half a round object
+    s = max(4, int(round(max(params.reentry_strip * min(h, w), 0.6 * np.sqrt(ref_area)))))
     inner = np.zeros((h, w), bool)
     inner[s:h - s, s:w - s] = True
     cand = (model(qimage) >= params.reentry_llr) & ~inner & ~claimed
@@ -617,44 +619,50 @@ class _Pass:
 
     def advance(self) -> dict[int, SoftMask]:
         t_new = self.t + self.step
-        if self.state:
-            flow = self.flows.flow(t_new, self.t)
-            mag = np.sqrt((flow[::4, ::4] ** 2).sum(axis=2))
-            max_motion = float(np.percentile(mag, 99))
+        search = self.find_returns and self.custom is None and any(self.exited.values())
+        if self.state or search:
             image = self.session.image(t_new)
-            new_state = {}
-            h, w = flow.shape[:2]
-            margin = max_motion + self.params.band
-            warped = {oid: warp_object(sm, flow, self.params, max_motion) for oid, sm in self.state.items()}
-            if self.custom is None:  # the engine's own refinement: colours and neighbours' cores
-                q = quantize(image, self.params.hist_bins)
-                cores = _cores(warped, (h, w), self.params.core_margin)
-            for oid, sm in self.state.items():
-                nxt = None
-                if warped[oid] is not None and self.custom is not None:
-                    nxt = _custom_refine(self.custom, t_new, image, warped[oid], oid, self.params)
-                elif warped[oid] is not None:
-                    others = self._blocked(cores, warped[oid].box, oid, q)
-                    nxt = refine_object(warped[oid], image, q, self.models.get(oid), self.params, others)
-                if nxt is not None and self.detect_splits:
-                    parts = split_object(nxt, self.params.split_share)
-                    nxt = parts[0]
-                    for part in parts[1:]:  # a division: the other part is a new, related object
-                        if _claimed_by_others(part, warped, oid):
-                            continue  # a piece that grew onto a neighbour, not a daughter
-                        child = self.session._new_object(parent=oid)
-                        new_state[child] = part
-                        self.models[child] = self.models.get(oid)
-                if nxt is not None:
-                    new_state[oid] = nxt
-                else:  # remember whether it left through the frame's edge or was lost inside
-                    r0, r1, c0, c1 = sm.box
-                    self.exited[oid] = min(r0, c0, h - r1, w - c1) <= margin
-            if self.custom is None and self.find_returns:
+            q = quantize(image, self.params.hist_bins) if self.custom is None else None
+            new_state = self._track(t_new, image, q) if self.state else {}
+            if search:  # (also with no object left to track: they may all come back)
                 self._look_for_returns(new_state, image, q)
             self.state = new_state
         self.t = t_new
         return self.state
+
+    def _track(self, t_new: int, image: np.ndarray, q: np.ndarray | None) -> dict[int, SoftMask]:
+        """The tracked objects on frame ``t_new``: warped by the flow, then refined."""
+        flow = self.flows.flow(t_new, self.t)
+        mag = np.sqrt((flow[::4, ::4] ** 2).sum(axis=2))
+        max_motion = float(np.percentile(mag, 99))
+        new_state = {}
+        h, w = flow.shape[:2]
+        margin = max_motion + self.params.band
+        warped = {oid: warp_object(sm, flow, self.params, max_motion) for oid, sm in self.state.items()}
+        if self.custom is None:  # the engine's own refinement: colours and neighbours' cores
+            cores = _cores(warped, (h, w), self.params.core_margin)
+        for oid, sm in self.state.items():
+            nxt = None
+            if warped[oid] is not None and self.custom is not None:
+                nxt = _custom_refine(self.custom, t_new, image, warped[oid], oid, self.params)
+            elif warped[oid] is not None:
+                others = self._blocked(cores, warped[oid].box, oid, q)
+                nxt = refine_object(warped[oid], image, q, self.models.get(oid), self.params, others)
+            if nxt is not None and self.detect_splits:
+                parts = split_object(nxt, self.params.split_share)
+                nxt = parts[0]
+                for part in parts[1:]:  # a division: the other part is a new, related object
+                    if _claimed_by_others(part, warped, oid):
+                        continue  # a piece that grew onto a neighbour, not a daughter
+                    child = self.session._new_object(parent=oid)
+                    new_state[child] = part
+                    self.models[child] = self.models.get(oid)
+            if nxt is not None:
+                new_state[oid] = nxt
+            else:  # remember whether it left through the frame's edge or was lost inside
+                r0, r1, c0, c1 = sm.box
+                self.exited[oid] = min(r0, c0, h - r1, w - c1) <= margin
+        return new_state
 
 
 def _custom_refine(refine: Callable, t: int, image: np.ndarray, warped: SoftMask, oid: int,
