@@ -126,6 +126,11 @@ class SoftMask:
     score: float = 0.0               # appearance confidence: mean colour log-odds inside the mask
     motion: float = 0.0              # largest motion around the object when it was last warped (px)
 
+    def __post_init__(self) -> None:
+        # Python ints: a numpy int32 corner turns float32 remap coordinates into float64 (numpy 2
+        # promotion), which OpenCV refuses
+        self.box = tuple(int(v) for v in self.box)
+
     @classmethod
     def from_binary(cls, mask: np.ndarray) -> SoftMask | None:
         box = bounding_box(mask)
@@ -399,8 +404,8 @@ def find_reentry(image: np.ndarray, qimage: np.ndarray, model: ColourModel, clai
             best, best_area = k, area
     if not best:
         return None
-    seed = SoftMask.from_binary(lab == best)
-    r0, r1, c0, c1 = _expand(seed.box, int(params.band) + 1, (h, w))
+    x, y, bw, bh, _ = stats[best]
+    r0, r1, c0, c1 = _expand((y, y + bh, x, x + bw), int(params.band) + 1, (h, w))
     seed = SoftMask((r0, r1, c0, c1), (lab[r0:r1, c0:c1] == best).astype(np.float32))
     return refine_object(seed, image, qimage, model, params, claimed)
 
@@ -604,7 +609,8 @@ class _Pass:
 
     def _look_for_returns(self, state: dict[int, SoftMask], image: np.ndarray, q: np.ndarray) -> None:
         """Objects gone through the frame's edge that come back are tracked again (``state`` grows)."""
-        gone = [oid for oid, edge in self.exited.items() if edge and oid not in state and oid in self.models]
+        gone = [oid for oid, edge in self.exited.items()
+                if edge and oid not in state and oid in self.models and oid in self.ref_areas]
         if not gone:
             return
         claimed = np.zeros(q.shape, bool)
