@@ -596,3 +596,21 @@ def test_export_button_writes_the_masks_and_refuses_to_overwrite(annotator, tmp_
     assert widget.export_button.enabled and widget.propagate_button.enabled
     monkeypatch.setattr(AnnotatorWidget, "_ask_export_folder", lambda self, session: "")
     assert widget.export_masks() is None  # the folder dialog cancelled: nothing happens
+
+
+def test_export_can_be_cancelled_from_the_widget(annotator, tmp_path):
+    viewer, widget, frames, truth = annotator
+    widget.start_session()
+    widget.session.set_labels(0, truth[0])
+
+    def stop_after_two(done, total):
+        if done == 2:
+            widget.cancel()
+
+    widget._bridge.progress.connect(stop_after_two)
+    widget.export_masks(tmp_path / "out", "png", block=True)
+    assert "export cancelled: 2 of 8 frames written" in widget.status.value, widget.status.value
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["00000.png", "00001.png"]
+    widget.export_masks(tmp_path / "stack", "tif-stack", block=True)
+    assert "not kept" in widget.status.value and not any((tmp_path / "stack").iterdir())
+    assert widget.export_button.enabled
