@@ -13,7 +13,7 @@ from PIL import Image
 from napari_ivoma.bench.dataset import load_sequence, read_mask
 from napari_ivoma.cli import main
 from napari_ivoma.engine import Session
-from napari_ivoma.engine.export import davis_palette, export_masks, export_paths
+from napari_ivoma.engine.export import EXPORT_FORMATS, davis_palette, export_masks, export_paths
 
 
 def labels_video(n: int = 6, h: int = 24, w: int = 32, top: int = 3, seed: int = 0) -> np.ndarray:
@@ -191,3 +191,5 @@ def test_cli_export(tmp_path, capsys):
     assert main(["export", str(store), str(tmp_path / "out"), "--format", "tif"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nostore"), str(tmp_path / "o2")]) == 2
+    for fmt in EXPORT_FORMATS:  # the command line offers every format the engine writes
+        assert main(["export", str(store), str(tmp_path / f"all_{fmt}"), "--format", fmt]) == 0

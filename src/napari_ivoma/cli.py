@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "multi-page TIFF (masks.tif) that Fiji opens as a stack.")
     e.add_argument("store", type=Path, help="the mask store (a .ivoma.zarr folder)")
     e.add_argument("folder", type=Path, help="where the files go (created when missing)")
+    # (engine.export.EXPORT_FORMATS, spelt out: importing the engine here costs every command ~1 s)
     e.add_argument("--format", choices=["png", "tif", "tif-stack"], default="png")
     e.add_argument("--start", type=int, default=None, help="first frame (default 0)")
     e.add_argument("--stop", type=int, default=None, help="frame after the last (default: all)")
@@ -165,15 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "info":
         import json
 
-        import zarr
-
-        from .engine.store import ATTR_KEY, is_mask_store
-
-        if not is_mask_store(args.store):
-            print(f"{args.store} is not a napari-ivoma mask store", file=sys.stderr)
+        g, attrs = _open_store(args.store)
+        if g is None:
             return 2
-        g = zarr.open_group(str(args.store), mode="r")
-        attrs = dict(g.attrs[ATTR_KEY])
         refs = {t: r["kind"] for t, r in attrs["references"].items()}
         print(json.dumps({"labels": list(g["labels"].shape), "objects": attrs["objects"],
                           "references": refs, "undo_steps": len(attrs["undo"]),
@@ -182,17 +177,27 @@ def main(argv: list[str] | None = None) -> int:
     return 1
 
 
-def _export(args: argparse.Namespace) -> int:
+def _open_store(path: Path):
+    """A mask store's zarr group (read-only) and its ivoma attributes; (None, None), with a
+    message, when ``path`` is not a mask store."""
     import zarr
 
-    from .engine.export import export_masks
     from .engine.store import ATTR_KEY, is_mask_store
 
-    if not is_mask_store(args.store):
-        print(f"{args.store} is not a napari-ivoma mask store", file=sys.stderr)
+    if not is_mask_store(path):
+        print(f"{path} is not a napari-ivoma mask store", file=sys.stderr)
+        return None, None
+    g = zarr.open_group(str(path), mode="r")
+    return g, dict(g.attrs[ATTR_KEY])
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .engine.export import export_masks
+
+    g, attrs = _open_store(args.store)
+    if g is None:
         return 2
-    g = zarr.open_group(str(args.store), mode="r")
-    max_id = max((int(k) for k in g.attrs[ATTR_KEY]["objects"]), default=0)
+    max_id = max((int(k) for k in attrs["objects"]), default=0)
     try:
         paths = export_masks(g["labels"], args.folder, args.format, start=args.start, stop=args.stop,
                              max_id=max_id, overwrite=args.overwrite,

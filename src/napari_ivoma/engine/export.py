@@ -22,6 +22,8 @@ whole files only.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -41,6 +43,11 @@ _TIFF_COMPRESSION = "zlib"
 
 class _Cancelled(Exception):
     pass
+
+
+@functools.cache
+def _palette_list() -> list[int]:
+    return davis_palette().ravel().tolist()
 
 
 def davis_palette() -> np.ndarray:
@@ -205,18 +212,26 @@ def _prepare_folder(folder: Path, paths: list[Path], overwrite: bool) -> None:
                                   "or allow overwriting")
 
 
-def _write_atomically(path: Path, mask: np.ndarray, fmt: str) -> None:
+@contextlib.contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """A temporary name to write ``path`` under; renamed to ``path`` once the block ends
+    without error, removed otherwise."""
     part = path.with_name(path.name + _PART)
     try:
+        yield part
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _write_atomically(path: Path, mask: np.ndarray, fmt: str) -> None:
+    with _atomic(path) as part:
         if fmt == "png":
             _write_png(part, mask)
         else:
             import tifffile
 
             tifffile.imwrite(part, mask, compression=_TIFF_COMPRESSION)
-        os.replace(part, path)
-    finally:
-        part.unlink(missing_ok=True)
 
 
 def _write_png(path: Path, mask: np.ndarray) -> None:
@@ -224,7 +239,7 @@ def _write_png(path: Path, mask: np.ndarray) -> None:
 
     if mask.dtype == np.uint8:
         im = Image.fromarray(mask, mode="P")
-        im.putpalette(davis_palette().ravel().tolist())
+        im.putpalette(_palette_list())
     else:
         im = Image.fromarray(mask.astype(np.uint16))
     im.save(path, format="PNG")
@@ -246,13 +261,10 @@ def _write_stack(path: Path, frame: Callable[[int], np.ndarray], frames: range, 
 
     imagej = out_type != np.uint32  # ImageJ reads 8/16-bit and float stacks only
     big = not imagej and total * int(np.prod(size)) * np.dtype(out_type).itemsize > 2**32 - 2**25
-    part = path.with_name(path.name + _PART)
     try:
-        tifffile.imwrite(part, pages(), shape=(total, *size), dtype=out_type, imagej=imagej,
-                         bigtiff=big, metadata={"axes": "TYX"}, compression=_TIFF_COMPRESSION)
-        os.replace(part, path)
+        with _atomic(path) as part:
+            tifffile.imwrite(part, pages(), shape=(total, *size), dtype=out_type, imagej=imagej,
+                             bigtiff=big, metadata={"axes": "TYX"}, compression=_TIFF_COMPRESSION)
     except _Cancelled:
         return []
-    finally:
-        part.unlink(missing_ok=True)
     return [path]

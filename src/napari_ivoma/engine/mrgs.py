@@ -599,9 +599,10 @@ class _Pass:
         mode = params.splits
         grey = session.image(ref).shape[2] == 1
         self.detect_splits = step > 0 and (mode == "on" or (mode == "auto" and grey))
-        self.find_returns = params.reentry == "on" or (params.reentry == "auto" and not grey)
         self.models = dict(models)
         self.custom = getattr(session.backend, "refine_mask", None)  # a backend's own refinement
+        # (the search uses the engine's colour models: a backend's refine_mask goes without it)
+        self.find_returns = self.custom is None and (params.reentry == "on" or (params.reentry == "auto" and not grey))
         self.t = ref
 
     def _blocked(self, cores, box, oid, q):
@@ -617,7 +618,7 @@ class _Pass:
         for sm in state.values():
             claimed[box_slices(sm.box)] |= sm.prob > 0.5
         for oid in gone:
-            back = find_reentry(image, q, self.models[oid], claimed, self.ref_areas.get(oid, 0), self.params)
+            back = find_reentry(image, q, self.models[oid], claimed, self.ref_areas[oid], self.params)
             if back is not None:
                 state[oid] = back
                 del self.exited[oid]
@@ -625,7 +626,7 @@ class _Pass:
 
     def advance(self) -> dict[int, SoftMask]:
         t_new = self.t + self.step
-        search = self.find_returns and self.custom is None and any(self.exited.values())
+        search = self.find_returns and any(self.exited.values())
         if self.state or search:
             image = self.session.image(t_new)
             q = quantize(image, self.params.hist_bins) if self.custom is None else None
