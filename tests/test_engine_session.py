@@ -115,6 +115,30 @@ def test_object_leaving_and_coming_back_is_found_again_from_one_reference(n_fram
     assert not (np.asarray(off.propagate())[back] == 1).any()  # what finds it is the re-entry search
 
 
+def test_a_reference_showing_a_returning_object_in_part_does_not_lower_the_search_bar():
+    """The second reference shows object 1 as a sliver coming back through the edge.  Going
+    back from it, the object leaves again and is looked for: at its full size, so a small
+    look-alike patch at the edge while it is out of view is not taken for it."""
+    frames, gt = moving_objects_clip(n_frames=20, leave=True)
+    area = [int((gt[t] == 1).sum()) for t in range(20)]
+    absent = [t for t in range(20) if area[t] == 0]
+    back = absent[-1] + 1
+    assert 0 < area[back] < 0.15 * area[0], "the second reference must show object 1 in part"
+    frames = frames.copy()
+    rng = np.random.default_rng(0)
+    colours = frames[0][gt[0] == 1]
+    for t in absent:  # 36 px of object 1's colours on the edge: more than 15% of the sliver
+        frames[t, 70:76, -6:] = colours[rng.integers(0, len(colours), 36)].reshape(6, 6, 3)
+    s = Session(frames)
+    s.set_labels(0, gt[0])
+    s.set_labels(back, gt[back])
+    out = np.asarray(s.propagate())
+    for t in absent:
+        assert not (out[t] == 1).any(), t
+    for t in range(back + 2, 20):
+        assert iou(out[t] == 1, gt[t] == 1) >= 0.85, t
+
+
 def test_object_entering_late_exists_from_where_it_appears():
     frames, gt = moving_objects_clip(n_frames=20, leave=True)
     absent = [t for t in range(20) if not (gt[t] == 1).any()]

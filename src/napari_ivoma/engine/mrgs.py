@@ -106,7 +106,7 @@ class MRGSParams:
                                  # on grey video a cell coming in is another cell: a proposal)
     reentry_llr: float = 1.0     # ... where its colour log-odds pass this ...
     reentry_strip: float = 0.08  # ... in a strip along the edges this share of the frame's short side wide ...
-    reentry_share: float = 0.15  # ... as a piece touching the edge of at least this share of its reference area
+    reentry_share: float = 0.15  # ... as a piece touching the edge of at least this share of its full size
 
     def __post_init__(self) -> None:
         # a misspelt choice would otherwise fail deep in a propagation thread or be silently ignored
@@ -377,13 +377,14 @@ def _band_cut(warped: np.ndarray, image: np.ndarray, qimage: np.ndarray, model: 
 
 
 def find_reentry(image: np.ndarray, qimage: np.ndarray, model: ColourModel, claimed: np.ndarray,
-                 ref_area: int, params: MRGSParams) -> SoftMask | None:
+                 ref_area: float, params: MRGSParams) -> SoftMask | None:
     """An object that left through the frame's edge, coming back.
 
     The largest piece of pixels that look like the object (its colour log-odds at least
     ``reentry_llr``), in a strip along the frame's edges (``reentry_strip`` of the frame's short
-    side deep, or half the object's size on its reference if more), touching the edge, claimed by no
-    other object and at least ``reentry_share`` of the object's area on its reference; then
+    side deep, or half the object's size if more), touching the edge, claimed by no
+    other object and at least ``reentry_share`` of the object's area ``ref_area`` (its full size:
+    the larger of its reference's and the confirmed masks' median); then
     re-segmented as a tracked object is (None when nothing qualifies or it does not look like
     the object once segmented).
     """
@@ -595,6 +596,10 @@ class _Pass:
             if oid:
                 self.state[int(oid)] = SoftMask.from_binary(labels == oid)
         self.ref_areas = {oid: sm.area() for oid, sm in self.state.items()}
+        # the size a returning object is looked for at: a reference may show it only in part (entering)
+        remembered = getattr(session.memory, "object_area", None)
+        self.full_areas = {oid: max(float(a), (remembered(oid) or 0.0) if remembered else 0.0)
+                           for oid, a in self.ref_areas.items()}
         self.exited: dict[int, bool] = {}  # objects gone so far: True if through the frame edge
         mode = params.splits
         grey = session.image(ref).shape[2] == 1
@@ -618,7 +623,7 @@ class _Pass:
         for sm in state.values():
             claimed[box_slices(sm.box)] |= sm.prob > 0.5
         for oid in gone:
-            back = find_reentry(image, q, self.models[oid], claimed, self.ref_areas[oid], self.params)
+            back = find_reentry(image, q, self.models[oid], claimed, self.full_areas[oid], self.params)
             if back is not None:
                 state[oid] = back
                 del self.exited[oid]
