@@ -147,7 +147,8 @@ def test_memory_pool_computes_in_background_on_a_copy():
 # ------------------------------------------------------------------ CPSM
 
 
-@pytest.mark.xfail(strict=False, reason="known gap: an object's part far from its stroke and next to another object is lost to the automatic background (IoU 0.78 for object 1, object 2 >= 0.95)")
+@pytest.mark.xfail(strict=False, reason="known gap: where the two objects' strokes are farthest apart, the "
+                   "automatic background starts inside both objects (IoU 0.93 for each)")
 def test_two_textured_regions_one_scribble_each():
     img, gt = textured_two_regions()
     # zigzag strokes across each object, as a user covers a wide region
@@ -175,6 +176,22 @@ def test_touching_objects_are_split_by_their_appearance(seed):
         inside = (out > 0) & (gt > 0)
         both[split] = (out[inside] == gt[inside]).mean()
     assert both[CPSMParams().appearance_split] >= 0.98 > both[0.0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_outline_of_a_striped_object_on_a_plain_background(seed):
+    """Zigzags across two touching textured objects: both are found to the pixel rows of
+    their outline.  The multiscale features blur across the outline, so without the model of
+    the finest-scale colour learned across it the cut spills a few pixels onto the plain
+    background around the striped object."""
+    img, gt = textured_two_regions(seed)
+    scr = [Scribble(1, [[20, 16], [75, 26], [20, 36], [75, 46], [20, 54]]),
+           Scribble(2, [[20, 74], [75, 84], [20, 94], [75, 104], [20, 112]])]
+    out = scribbles_to_mask(img, scr)
+    assert iou(out == 1, gt == 1) >= 0.95 and iou(out == 2, gt == 2) >= 0.95
+    assert_control_points(out, scr)
+    blurred = scribbles_to_mask(img, scr, params=CPSMParams(fine_mix=0.0))
+    assert iou(blurred == 2, gt == 2) < 0.9  # (what the fine model is for)
 
 
 def test_textured_region_with_background_scribble():
@@ -327,7 +344,6 @@ def test_keep_local_changes_undoes_small_far_changes():
     assert only_near[2:6, 2:6].all() and not only_near[20:30, 20:30].any()
 
 
-@pytest.mark.xfail(strict=False, reason="known gap: IoU 0.91-0.93 after the correction, target 0.95")
 def test_correction_adds_missed_part():
     img, gt = textured_two_regions(seed=5)
     obj = gt == 2
@@ -546,8 +562,9 @@ def test_still_background_of_the_objects_own_colour_does_not_take_it_in_a_correc
     out = run()
     assert (out[shadow] == 0).all()  # the background stroke's correction is made
     assert iou(out == 1, obj) >= 0.98
-    # without the colour guard the still white facade teaches "white is background"
-    assert iou(run(still_prior_level=0.0) == 1, obj) < iou(out == 1, obj)
+    # without the colour guard the still white facade teaches "white is background" (seen
+    # without the outline's fine colour model, which also rescues the outline here)
+    assert iou(run(still_prior_level=0.0, fine_mix=0.0) == 1, obj) < iou(run(fine_mix=0.0) == 1, obj)
 
 
 def test_correction_smoothness_applies_to_colour_corrections_only():
@@ -851,7 +868,10 @@ def test_moving_parts_need_still_surroundings_and_leave_the_strokes_reach_alone(
         scribbles_to_mask(img, [stroke], prior=prior, new_ids={1}, motion=motion, params=CPSMParams(moving_parts=0.0)))
     img, dog, head, motion, prior, _ = walking_dog()
     near = Scribble(1, np.array([[70.0, 140.0], [62.0, 160.0]]))  # a stroke reaching into the head: it speaks there
-    on, off = masks_with_and_without(img, near, motion, prior, {1}, moving_parts=(8.0, 0.0))
+    # (the cost's own reach, seen without the outline's fine colour model: learned from the whole
+    # cut, it carries the head taken beyond the reach into the reach -- rightly, it is the dog's)
+    on, off = (scribbles_to_mask(img, [near], prior=prior, new_ids={1}, motion=motion,
+                                 params=CPSMParams(moving_parts=v, fine_mix=0.0)) == 1 for v in (8.0, 0.0))
     p = CPSMParams()
     zone = max(p.min_start, p.distrust * np.sqrt(prior.sum() / np.pi))
     reach = ndi.distance_transform_edt(rasterize_scribbles([near], prior.shape, 1) < 0) < zone

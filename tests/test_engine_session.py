@@ -9,6 +9,7 @@ import pytest
 from conftest import iou, moving_objects_clip
 
 from napari_ivoma.engine import Scribble, Session, StoreMismatchError
+from napari_ivoma.engine.cpsm import CPSMParams
 
 
 def _disk_scribble(labels: np.ndarray, oid: int) -> Scribble:
@@ -546,11 +547,12 @@ def test_still_lookalike_next_to_a_moving_object_is_left_out():
     frames, truth, block = _moving_disc_beside_static_lookalike()
     stroke = Scribble(1, np.stack([np.arange(40, 57), np.full(17, 57)], 1).astype(float))
     results = {}
-    for veto in (1.0, 0.0):
-        s = Session(frames, params={"motion_veto": veto})
+    veto = CPSMParams().motion_veto
+    for v in (veto, 0.0):
+        s = Session(frames, params={"motion_veto": v})
         m = s.add_scribbles(1, [stroke]) == 1
-        results[veto] = (iou(m, truth[1]), int((m & block & ~truth[1]).sum()))
-    (j_on, leak_on), (j_off, leak_off) = results[1.0], results[0.0]
+        results[v] = (iou(m, truth[1]), int((m & block & ~truth[1]).sum()))
+    (j_on, leak_on), (j_off, leak_off) = results[veto], results[0.0]
     assert leak_on < 0.7 * leak_off, results  # the motion says the block is not the disc
     assert j_on > j_off + 0.05, results
 

@@ -13,7 +13,8 @@ Weight-free implementation:
 3. A *graph cut* (s-t min cut, contrast-sensitive 8-connected smoothness, soft
    spatial prior around each object's strokes) separates the scribbled objects
    from the rest; one round of self-training refines the appearance model from
-   the first cut.
+   the first cut, and re-decides a band around its outline with the help of a
+   model of the finest-scale colour learned across that outline.
 4. The foreground is split among objects by a seeded watershed from their
    strokes on its distance transform, so touching objects (e.g. nuclei) do not merge; foreground blobs
    reached by no stroke are dropped.
@@ -289,6 +290,20 @@ class CPSMParams:
     refine_band : int
         Self-training rounds re-decide only pixels within this distance of the previous
         cut's outline (0 = the whole region of interest).
+    fine_mix : float
+        In the self-training (and correction) rounds' band, the share of the object probability
+        that comes from a second model of the finest-scale colour alone, learned from the cut's
+        own pixels ``fine_gap`` to ``fine_gap`` + band px inside and outside its outline (0 =
+        off; colour frames).  The multiscale features blur across an outline, so a cut led by
+        them alone spills a few pixels onto a plain background beside a textured object: a
+        striped object with a zigzag stroke, IoU 0.78-0.86 -> 0.96-0.98; a correction adding the
+        missed half of one, 0.93 -> 0.98.  DAVIS, seeds 0-4: round-1 J 0.817 -> 0.823, corrected
+        frames 0.904 -> 0.907, AUC 0.845 -> 0.844 (noise).  Recorded DAVIS round-1 calls, four
+        draws each: J 0.816 off, 0.822 at 0.5, 0.819 at 0.7, 0.810 at 1.0.
+    fine_gap : int
+        See ``fine_mix``: pixels this close to the cut's outline (where it may have strayed)
+        teach the fine model nothing (3 px: recorded round-1 calls 0.821, the striped object
+        0.958-0.989; 5 px: 0.822, 0.973-0.995).
     correction_band : int
         The same in correction rounds, whose first cut already follows the prior mask: the
         band only takes the half-resolution first cut's outline to full resolution. 175
@@ -441,6 +456,8 @@ class CPSMParams:
     local_only: bool = True
     far_change_share: float = 0.005
     appearance_split: float = 0.5
+    fine_mix: float = 0.5
+    fine_gap: int = 5
     seed: int = 0
 
 
@@ -1239,6 +1256,10 @@ def _segment(
             band = _band(fg, band_px)
             prob = np.where(fg, 1.0, 0.0).astype(np.float32)
             prob[band] = clf.predict_proba(feats[band])
+            if p.fine_mix > 0 and nf > 1:
+                fine = _fine_outline_prob(fg, band, feats, band_px, p, rng)
+                if fine is not None:
+                    prob[band] = (1.0 - p.fine_mix) * prob[band] + p.fine_mix * fine
             free &= band
         if local is not None:
             prob = (1.0 - p.local_mix) * prob + p.local_mix * local
@@ -1267,6 +1288,28 @@ def _segment(
     ub = np.zeros((h, w), np.float32)
     uf[roi], ub[roi] = u_fg, u_bg
     return out, uf, ub
+
+
+def _fine_outline_prob(fg: np.ndarray, band: np.ndarray, feats: np.ndarray, band_px: int, p: CPSMParams,
+                       rng: np.random.Generator) -> np.ndarray | None:
+    """Object probability of the ``band`` pixels from their fine-scale colour alone, learned
+    from the pixels just inside and just outside the cut ``fg`` (beyond ``fine_gap`` px of its
+    outline, where the cut may have strayed): the multiscale features blur across an outline,
+    so a cut led by them spills a few pixels onto a plain background next to a textured object."""
+    d_in = _distance_from(~fg)
+    d_out = _distance_from(fg)
+    reach = p.fine_gap + band_px
+    inner = fg & (d_in >= p.fine_gap) & (d_in < reach)
+    outer = ~fg & (d_out >= p.fine_gap) & (d_out < reach)
+    wc = feats.shape[1]
+    idx_in, idx_out = _sample(inner, p.n_samples, rng), _sample(outer, p.n_samples, rng)
+    if len(idx_in) < 20 or len(idx_out) < 20:
+        return None
+    fine = feats[..., :3]  # (pixel_features' first three: the colour at the finest scale)
+    x = np.concatenate([fine[idx_in // wc, idx_in % wc], fine[idx_out // wc, idx_out % wc]])
+    y = np.concatenate([np.ones(len(idx_in), np.float32), np.zeros(len(idx_out), np.float32)])
+    clf = PixelClassifier(n_trees=p.n_trees, seed=p.seed).fit(x, y)
+    return clf.predict_proba(np.ascontiguousarray(fine[band]))
 
 
 def _n_neighbours(motion: np.ndarray) -> int:
