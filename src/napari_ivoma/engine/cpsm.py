@@ -296,9 +296,9 @@ class CPSMParams:
         own pixels ``fine_gap`` to ``fine_gap`` + band px inside and outside its outline (0 =
         off; colour frames).  The multiscale features blur across an outline, so a cut led by
         them alone spills a few pixels onto a plain background beside a textured object: a
-        striped object with a zigzag stroke, IoU 0.78-0.86 -> 0.96-0.98; a correction adding the
-        missed half of one, 0.93 -> 0.98.  DAVIS, seeds 0-4: round-1 J 0.817 -> 0.823, corrected
-        frames 0.904 -> 0.907, AUC 0.845 -> 0.844 (noise).  Recorded DAVIS round-1 calls, four
+        striped object with a zigzag stroke, IoU 0.78-0.86 -> 0.97-0.995; a correction adding the
+        missed half of one, 0.93 -> 0.98.  DAVIS, ten seeds: round-1 J 0.820 -> 0.827, corrected
+        frames 0.904 -> 0.907, AUC 0.846 -> 0.845 (noise).  Recorded DAVIS round-1 calls, four
         draws each: J 0.816 off, 0.822 at 0.5, 0.819 at 0.7, 0.810 at 1.0.
     fine_gap : int
         See ``fine_mix``: pixels this close to the cut's outline (where it may have strayed)

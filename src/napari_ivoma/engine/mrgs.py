@@ -596,10 +596,7 @@ class _Pass:
             if oid:
                 self.state[int(oid)] = SoftMask.from_binary(labels == oid)
         self.ref_areas = {oid: sm.area() for oid, sm in self.state.items()}
-        # the size a returning object is looked for at: a reference may show it only in part (entering)
-        remembered = getattr(session.memory, "object_area", None)
-        self.full_areas = {oid: max(float(a), (remembered(oid) or 0.0) if remembered else 0.0)
-                           for oid, a in self.ref_areas.items()}
+        self._full_areas: dict[int, float] = {}  # (see _full_area)
         self.exited: dict[int, bool] = {}  # objects gone so far: True if through the frame edge
         mode = params.splits
         grey = session.image(ref).shape[2] == 1
@@ -613,6 +610,16 @@ class _Pass:
     def _blocked(self, cores, box, oid, q):
         return _blocked_pixels(cores, box, oid, q, self.models, self.params.core_llr_margin)
 
+    def _full_area(self, oid: int) -> float:
+        """The size a returning object is looked for at: its reference may show it only in part
+        (coming in), so the confirmed masks' median area counts too (asked only when searching:
+        the memory pool may still be computing a frame just confirmed)."""
+        if oid not in self._full_areas:
+            remembered = getattr(self.session.memory, "object_area", None)
+            known = remembered(oid) if remembered is not None else None
+            self._full_areas[oid] = max(float(self.ref_areas[oid]), known or 0.0)
+        return self._full_areas[oid]
+
     def _look_for_returns(self, state: dict[int, SoftMask], image: np.ndarray, q: np.ndarray) -> None:
         """Objects gone through the frame's edge that come back are tracked again (``state`` grows)."""
         gone = [oid for oid, edge in self.exited.items()
@@ -623,7 +630,7 @@ class _Pass:
         for sm in state.values():
             claimed[box_slices(sm.box)] |= sm.prob > 0.5
         for oid in gone:
-            back = find_reentry(image, q, self.models[oid], claimed, self.full_areas[oid], self.params)
+            back = find_reentry(image, q, self.models[oid], claimed, self._full_area(oid), self.params)
             if back is not None:
                 state[oid] = back
                 del self.exited[oid]
