@@ -24,6 +24,8 @@ COLOR_SIGMAS = (0.7, 1.5, 3.0, 6.0)
 EDGE_SIGMAS = (1.0, 2.0, 4.0)
 LOG_SIGMAS = (1.0, 2.0, 4.0, 8.0)
 STD_SIGMAS = (2.0, 4.0, 8.0)
+#: where :func:`pixel_features` of a colour frame keeps its colour at the finest scale (COLOR_SIGMAS[0])
+FINEST_COLOUR = slice(0, 3)
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:

@@ -37,7 +37,14 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from ._masks import bounding_box, box_slices, pieces, still_pieces
-from .appearance import MemoryPool, PixelClassifier, _check_image, base_channels, pixel_features
+from .appearance import (
+    FINEST_COLOUR,
+    MemoryPool,
+    PixelClassifier,
+    _check_image,
+    base_channels,
+    pixel_features,
+)
 from .graphcut import cut
 from .motion import MOTION_CHANNELS
 from .scribbles import NO_LABEL, Scribble, clip_scribble, control_points, rasterize_scribbles
@@ -1305,11 +1312,11 @@ def _fine_outline_prob(fg: np.ndarray, band: np.ndarray, feats: np.ndarray, band
     idx_in, idx_out = _sample(inner, p.n_samples, rng), _sample(outer, p.n_samples, rng)
     if len(idx_in) < 20 or len(idx_out) < 20:
         return None
-    fine = feats[..., :3]  # (pixel_features' first three: the colour at the finest scale)
+    fine = feats[..., FINEST_COLOUR]
     x = np.concatenate([fine[idx_in // wc, idx_in % wc], fine[idx_out // wc, idx_out % wc]])
     y = np.concatenate([np.ones(len(idx_in), np.float32), np.zeros(len(idx_out), np.float32)])
     clf = PixelClassifier(n_trees=p.n_trees, seed=p.seed).fit(x, y)
-    return clf.predict_proba(np.ascontiguousarray(fine[band]))
+    return clf.predict_proba(fine[band])
 
 
 def _n_neighbours(motion: np.ndarray) -> int:
