@@ -13,6 +13,7 @@ Usage::
     python tools/eval_cpsm.py bgstroke --seeds 4 [--param bg_stroke_reach=1]  # first round with a background stroke
     python tools/eval_cpsm.py pairs --seeds 3 [--alone]  # two objects in one frame (together / each alone)
     python tools/eval_cpsm.py natural --seeds 2 [--param appearance_split=0]  # touching objects, generated
+    python tools/eval_cpsm.py touching --seeds 2  # a DAVIS object pasted against another's, touching
 """
 
 from __future__ import annotations
@@ -237,6 +238,66 @@ def eval_pairs(params: CPSMParams, seeds: int = 2, verbose: bool = True, alone: 
     print(f"DAVIS pairs, {len(js)} objects x {seeds} draws: J {np.mean(js):.4f}  min {np.min(js):.3f}")
 
 
+def _touching_composite(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
+                        overlap: float = 0.15) -> tuple[np.ndarray, np.ndarray] | None:
+    """Frame ``a`` with the object of frame ``b`` pasted beside its object, overlapping its
+    bounding box by ``overlap`` of the pasted object's width (in front of it); labels 1 and 2.
+    None when the pasted object does not fit or hides most of ``a``'s object."""
+    (img_a, gt_a), (img_b, gt_b) = a, b
+    h, w = gt_a.shape
+    ys, xs = np.nonzero(gt_b)
+    b0, b1, c0, c1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    if b1 - b0 > h or c1 - c0 > w:
+        return None
+    patch, pmask = img_b[b0:b1, c0:c1], gt_b[b0:b1, c0:c1]
+    ya, xa = np.nonzero(gt_a)
+    bw = c1 - c0
+    top = int(np.clip((ya.min() + ya.max()) // 2 - (b1 - b0) // 2, 0, h - (b1 - b0)))
+    left = xa.max() - int(overlap * bw)  # to the right of a's object ...
+    if left + bw > w:
+        left = xa.min() - bw + int(overlap * bw)  # ... or to its left
+    if left < 0:
+        return None
+    img, gt = img_a.copy(), gt_a.astype(np.uint32)
+    sl = (slice(top, top + b1 - b0), slice(left, left + bw))
+    img[sl][pmask] = patch[pmask]
+    gt[sl][pmask] = 2
+    if (gt == 1).sum() < 0.5 * gt_a.sum() or not ((gt == 1) & (ndi.binary_dilation(gt == 2, iterations=2))).any():
+        return None  # (most of a's object hidden, or the two do not touch)
+    return img, gt
+
+
+def eval_touching(params: CPSMParams, seeds: int = 2, verbose: bool = True) -> None:
+    """Two real objects touching in one frame: the object of one DAVIS frame (frames 0 and
+    T/2) pasted beside, and overlapping, the object of another sequence's frame, one skeleton
+    stroke per object, no background stroke; per-object J averaged over ``seeds`` CPSM draws."""
+    from dataclasses import replace
+    from itertools import permutations
+
+    js = []
+    for a, b in permutations(DAVIS_SEQS, 2):
+        for which in (0, 1):
+            frames = []
+            for seq in (a, b):
+                n = len(glob.glob(f"{DATA}/davis/{seq}/frames/*.jpg"))
+                img, gt, _ = load_davis(seq, 0 if which == 0 else n // 2)
+                frames.append((img, gt))
+            if frames[0][0].shape != frames[1][0].shape:
+                continue
+            comp = _touching_composite(*frames)
+            if comp is None:
+                continue
+            img, gt = comp
+            scr = first_round_scribbles(gt, [1, 2])
+            pj = np.mean([[jaccard(out == k, gt == k) for k in (1, 2)]
+                          for out in (scribbles_to_mask(img, scr, params=replace(params, seed=s))
+                                      for s in range(seeds))], axis=0)
+            js.extend(pj)
+            if verbose:
+                print(f"{a:17s}<{b:17s} {'0  ' if which == 0 else 'T/2'}  J {pj[0]:.3f} {pj[1]:.3f}")
+    print(f"DAVIS touching pairs, {len(js)} objects x {seeds} draws: J {np.mean(js):.4f}  min {np.min(js):.3f}")
+
+
 def eval_natural(params: CPSMParams, seeds: int = 2, verbose: bool = True) -> None:
     """Objects that touch and pass in front of each other: every third frame of the generated
     natural clip (at 240x320 and at 480x854) holding two or more objects, one skeleton stroke per
@@ -292,6 +353,8 @@ def main(argv=None):
         eval_pairs(params, a.seeds, not a.q, a.alone)
     if "natural" in a.what:
         eval_natural(params, a.seeds, not a.q)
+    if "touching" in a.what:
+        eval_touching(params, a.seeds, not a.q)
     if "cells" in a.what:
         eval_cells(params, "Fluo-N2DH-SIMplus-01", 0, "stroke")
         eval_cells(params, "Fluo-N2DH-SIMplus-01", 32, "stroke")
