@@ -202,6 +202,26 @@ def _half_around(img: np.ndarray, gt: np.ndarray, width: int) -> tuple[np.ndarra
     return img[:, c0:c0 + width], gt[:, c0:c0 + width]
 
 
+def _frame_pair(a: str, b: str, which: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, object mask) of DAVIS sequences ``a`` and ``b``, both at frame 0 (``which`` 0)
+    or both at their middle frame."""
+    out = []
+    for seq in (a, b):
+        n = len(glob.glob(f"{DATA}/davis/{seq}/frames/*.jpg"))
+        img, gt, _ = load_davis(seq, 0 if which == 0 else n // 2)
+        out.append((img, gt))
+    return out
+
+
+def _per_object_j(img: np.ndarray, gt: np.ndarray, scr: list, params: CPSMParams, seeds: int) -> np.ndarray:
+    """J of objects 1 and 2, each averaged over ``seeds`` CPSM draws of one call with all strokes."""
+    from dataclasses import replace
+
+    return np.mean([[jaccard(out == k, gt == k) for k in (1, 2)]
+                    for out in (scribbles_to_mask(img, scr, params=replace(params, seed=s)) for s in range(seeds))],
+                   axis=0)
+
+
 def eval_pairs(params: CPSMParams, seeds: int = 2, verbose: bool = True, alone: bool = False) -> None:
     """Two objects in one frame: the halves of two DAVIS frames (frames 0 and T/2, each cut
     around its object) side by side, one skeleton stroke per object, no background stroke;
@@ -214,11 +234,7 @@ def eval_pairs(params: CPSMParams, seeds: int = 2, verbose: bool = True, alone: 
     js = []
     for a, b in combinations(DAVIS_SEQS, 2):
         for which in (0, 1):
-            halves = []
-            for seq in (a, b):
-                n = len(glob.glob(f"{DATA}/davis/{seq}/frames/*.jpg"))
-                img, gt, _ = load_davis(seq, 0 if which == 0 else n // 2)
-                halves.append(_half_around(img, gt, img.shape[1] // 2))
+            halves = [_half_around(img, gt, img.shape[1] // 2) for img, gt in _frame_pair(a, b, which)]
             if halves[0][0].shape[0] != halves[1][0].shape[0]:
                 continue
             img = np.concatenate([h[0] for h in halves], axis=1)
@@ -229,9 +245,7 @@ def eval_pairs(params: CPSMParams, seeds: int = 2, verbose: bool = True, alone: 
                                                          params=replace(params, seed=s)) == k, gt == k)
                                for k in (1, 2)] for s in range(seeds)], axis=0)
             else:
-                pj = np.mean([[jaccard(out == k, gt == k) for k in (1, 2)]
-                              for out in (scribbles_to_mask(img, scr, params=replace(params, seed=s))
-                                          for s in range(seeds))], axis=0)
+                pj = _per_object_j(img, gt, scr, params, seeds)
             js.extend(pj)
             if verbose:
                 print(f"{a:17s}|{b:17s} {'0  ' if which == 0 else 'T/2'}  J {pj[0]:.3f} {pj[1]:.3f}")
@@ -271,17 +285,12 @@ def eval_touching(params: CPSMParams, seeds: int = 2, verbose: bool = True) -> N
     """Two real objects touching in one frame: the object of one DAVIS frame (frames 0 and
     T/2) pasted beside, and overlapping, the object of another sequence's frame, one skeleton
     stroke per object, no background stroke; per-object J averaged over ``seeds`` CPSM draws."""
-    from dataclasses import replace
     from itertools import permutations
 
     js = []
     for a, b in permutations(DAVIS_SEQS, 2):
         for which in (0, 1):
-            frames = []
-            for seq in (a, b):
-                n = len(glob.glob(f"{DATA}/davis/{seq}/frames/*.jpg"))
-                img, gt, _ = load_davis(seq, 0 if which == 0 else n // 2)
-                frames.append((img, gt))
+            frames = _frame_pair(a, b, which)
             if frames[0][0].shape != frames[1][0].shape:
                 continue
             comp = _touching_composite(*frames)
@@ -289,9 +298,7 @@ def eval_touching(params: CPSMParams, seeds: int = 2, verbose: bool = True) -> N
                 continue
             img, gt = comp
             scr = first_round_scribbles(gt, [1, 2])
-            pj = np.mean([[jaccard(out == k, gt == k) for k in (1, 2)]
-                          for out in (scribbles_to_mask(img, scr, params=replace(params, seed=s))
-                                      for s in range(seeds))], axis=0)
+            pj = _per_object_j(img, gt, scr, params, seeds)
             js.extend(pj)
             if verbose:
                 print(f"{a:17s}<{b:17s} {'0  ' if which == 0 else 'T/2'}  J {pj[0]:.3f} {pj[1]:.3f}")
