@@ -425,12 +425,12 @@ def two_colour_object(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def test_unseen_colours_marks_what_the_background_lacks():
     from napari_ivoma.engine.appearance import base_channels
-    from napari_ivoma.engine.cpsm import _unseen_colours
+    from napari_ivoma.engine.cpsm import _unseen_colours, colour_codes
 
     img, obj = two_colour_object()
     background = ~obj
     background[:, :20] = False  # the histogram sees only part of the background
-    novel = _unseen_colours(base_channels(img), background, 0.05)
+    novel = _unseen_colours(colour_codes(base_channels(img)), background, 0.05)
     inner = np.zeros_like(obj)
     inner[3:-3, 3:-3] = obj[:-6, 3:-3] & obj[6:, 3:-3] & obj[3:-3, :-6] & obj[3:-3, 6:]
     assert novel[inner].mean() > 0.95  # white and red are both absent from the background

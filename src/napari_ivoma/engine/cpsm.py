@@ -607,6 +607,8 @@ class PreparedFrame:
         (None: computed when needed).
     channels_smooth : (h, w, C) float32 or None
         The same smoothed at sigma 0.5 px: the image the graph cut's edges follow.
+    colour_codes : (h, w) int64 or None
+        :func:`colour_codes` of ``channels`` (None: computed when needed).
     """
 
     shape: tuple[int, int]
@@ -614,6 +616,7 @@ class PreparedFrame:
     features: np.ndarray
     channels: np.ndarray | None = None
     channels_smooth: np.ndarray | None = None
+    colour_codes: np.ndarray | None = None
 
 
 def _work_scale(shape: tuple[int, int], channels: int, p: CPSMParams) -> float:
@@ -642,7 +645,7 @@ def prepare_frame(image: np.ndarray, params: CPSMParams | None = None) -> Prepar
     work = img if scale == 1.0 else _shrink(img, scale)
     channels = base_channels(work)
     return PreparedFrame((img.shape[0], img.shape[1]), scale, pixel_features(work, channels), channels,
-                         _smoothed_channels(channels))
+                         _smoothed_channels(channels), colour_codes(channels))
 
 
 def _smoothed_channels(channels: np.ndarray) -> np.ndarray:
@@ -957,25 +960,32 @@ def _coarse_cut(
     return fg
 
 
-def _unseen_colours(lab: np.ndarray, background: np.ndarray, level: float,
-                    where: np.ndarray | None = None) -> np.ndarray:
-    """Pixels (of ``where``, default all) whose colour is rare in ``background``: smoothed Lab
-    histogram density below ``level`` times the uniform density."""
-    bins = np.array([8, 16, 16])
+_COLOUR_BINS = np.array([8, 16, 16])  # L, a, b
+
+
+def colour_codes(lab: np.ndarray) -> np.ndarray:
+    """Per pixel, the bin of its colour (Lab channels of
+    :func:`~napari_ivoma.engine.appearance.base_channels`, smoothed at sigma 1.5 px) in an
+    8 x 16 x 16 histogram, as (H, W) int64 codes for :func:`_unseen_colours` (a grey frame's
+    one channel is binned on all three axes)."""
     sm = cv2.GaussianBlur(lab, (0, 0), 1.5).reshape(lab.shape)
     lo = np.array([0.0, -0.8, -0.8])
     hi = np.array([1.0, 0.8, 0.8])
+    q = np.clip(((sm - lo) / (hi - lo) * _COLOUR_BINS).astype(np.int64), 0, _COLOUR_BINS - 1)
+    return (q[..., 0] * _COLOUR_BINS[1] + q[..., 1]) * _COLOUR_BINS[2] + q[..., 2]
 
-    def codes(mask: np.ndarray) -> np.ndarray:
-        q = np.clip(((sm[mask] - lo) / (hi - lo) * bins).astype(np.int64), 0, bins - 1)
-        return (q[:, 0] * bins[1] + q[:, 1]) * bins[2] + q[:, 2]
 
-    hist = np.bincount(codes(background), minlength=int(bins.prod())).astype(np.float32).reshape(tuple(bins))
+def _unseen_colours(codes: np.ndarray, background: np.ndarray, level: float,
+                    where: np.ndarray | None = None) -> np.ndarray:
+    """Pixels (of ``where``, default all) whose colour (:func:`colour_codes`) is rare in
+    ``background``: smoothed histogram density below ``level`` times the uniform density."""
+    n_bins = int(_COLOUR_BINS.prod())
+    hist = np.bincount(codes[background], minlength=n_bins).astype(np.float32).reshape(tuple(_COLOUR_BINS))
     hist = ndi.uniform_filter(hist, 3, mode="constant")
     total = max(float(hist.sum()), 1.0)
-    where = np.ones(lab.shape[:2], bool) if where is None else where
-    out = np.zeros(lab.shape[:2], bool)
-    out[where] = hist.ravel()[codes(where)] / total * bins.prod() < level
+    where = np.ones(codes.shape, bool) if where is None else where
+    out = np.zeros(codes.shape, bool)
+    out[where] = hist.ravel()[codes[where]] / total * n_bins < level
     return out
 
 
@@ -1044,6 +1054,14 @@ def _segment(
     rng = np.random.default_rng(p.seed)
     base = base_channels(img) if prepared.channels is None else prepared.channels
     smooth = _smoothed_channels(base) if prepared.channels_smooth is None else prepared.channels_smooth
+    codes = prepared.colour_codes  # each pixel's colour bin, for the unseen-colour tests
+
+    def crop_codes() -> np.ndarray:
+        nonlocal codes
+        if codes is None:
+            codes = colour_codes(base)
+        return crop(codes)
+
     features = prepared.features
     light = np.ascontiguousarray(base[..., 0])
     prior_fg = np.isin(prior, active)
@@ -1108,7 +1126,7 @@ def _segment(
         # free pixels near the strokes
         zone = (pen_c < p.novel_zone) & ~pos_mask & ~crop(user_bg | fixed) & crop(allowed)
         if use_novel:
-            novel = _unseen_colours(crop(base), surroundings, p.novel_level, where=zone)
+            novel = _unseen_colours(crop_codes(), surroundings, p.novel_level, where=zone)
             if motion is not None and p.novel_moves:
                 still_novel = _still_while_strokes_move_apart(motion[roi], crop(obj_strokes), p)
                 if still_novel is not None:
@@ -1129,7 +1147,7 @@ def _segment(
     if p.bg_stroke_level > 0 and new_bg.sum() >= 10:
         detached = prior_c & ~largest_region(prior_c)  # (not the body: a leg coloured like the ground)
         if detached.any():
-            unlike_prior = detached & ~_unseen_colours(crop(base), new_bg, p.bg_stroke_level, where=detached)
+            unlike_prior = detached & ~_unseen_colours(crop_codes(), new_bg, p.bg_stroke_level, where=detached)
     zone = max(p.min_start, p.distrust * np.sqrt(max(int(prior_fg.sum()), 1) / np.pi))
     if prior.any() and new_mask.any():
         distrust = crop(_distrusted_prior(prior_fg, new_mask & (strokes > 0), new_mask & (strokes == 0), zone,
@@ -1171,7 +1189,7 @@ def _segment(
         still_bg = (still >= 1.0) & ~pos_mask & crop(allowed)
         if p.still_prior_level > 0 and prior_c.any() and still_bg.any():
             # a correction: not of colours the confirmed object itself is made of
-            still_bg &= _unseen_colours(crop(base), prior_c & ~distrust, p.still_prior_level, where=still_bg)
+            still_bg &= _unseen_colours(crop_codes(), prior_c & ~distrust, p.still_prior_level, where=still_bg)
     # half of them next to the object, where they inform the cut (see ``still_near``)
     still_bg_near = still_bg & (pen_c < p.still_near) if still_bg is not None and p.still_near > 0 else None
 
