@@ -607,7 +607,7 @@ class PreparedFrame:
         (None: computed when needed).
     channels_smooth : (h, w, C) float32 or None
         The same smoothed at sigma 0.5 px: the image the graph cut's edges follow.
-    colour_codes : (h, w) int64 or None
+    colour_codes : (h, w) int16 or None
         :func:`colour_codes` of ``channels`` (None: computed when needed).
     """
 
@@ -966,13 +966,13 @@ _COLOUR_BINS = np.array([8, 16, 16])  # L, a, b
 def colour_codes(lab: np.ndarray) -> np.ndarray:
     """Per pixel, the bin of its colour (Lab channels of
     :func:`~napari_ivoma.engine.appearance.base_channels`, smoothed at sigma 1.5 px) in an
-    8 x 16 x 16 histogram, as (H, W) int64 codes for :func:`_unseen_colours` (a grey frame's
+    8 x 16 x 16 histogram, as (H, W) int16 codes for :func:`_unseen_colours` (a grey frame's
     one channel is binned on all three axes)."""
     sm = cv2.GaussianBlur(lab, (0, 0), 1.5).reshape(lab.shape)
     lo = np.array([0.0, -0.8, -0.8])
     hi = np.array([1.0, 0.8, 0.8])
     q = np.clip(((sm - lo) / (hi - lo) * _COLOUR_BINS).astype(np.int64), 0, _COLOUR_BINS - 1)
-    return (q[..., 0] * _COLOUR_BINS[1] + q[..., 1]) * _COLOUR_BINS[2] + q[..., 2]
+    return ((q[..., 0] * _COLOUR_BINS[1] + q[..., 1]) * _COLOUR_BINS[2] + q[..., 2]).astype(np.int16)
 
 
 def _unseen_colours(codes: np.ndarray, background: np.ndarray, level: float,
