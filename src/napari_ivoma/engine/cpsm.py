@@ -1054,14 +1054,6 @@ def _segment(
     rng = np.random.default_rng(p.seed)
     base = base_channels(img) if prepared.channels is None else prepared.channels
     smooth = _smoothed_channels(base) if prepared.channels_smooth is None else prepared.channels_smooth
-    codes = prepared.colour_codes  # each pixel's colour bin, for the unseen-colour tests
-
-    def crop_codes() -> np.ndarray:
-        nonlocal codes
-        if codes is None:
-            codes = colour_codes(base)
-        return crop(codes)
-
     features = prepared.features
     light = np.ascontiguousarray(base[..., 0])
     prior_fg = np.isin(prior, active)
@@ -1111,6 +1103,14 @@ def _segment(
 
     def crop(a):
         return a[roi]
+
+    codes = prepared.colour_codes  # each pixel's colour bin, for the unseen-colour tests
+
+    def crop_codes() -> np.ndarray:  # (computed once, and only when a test needs them)
+        nonlocal codes
+        if codes is None:
+            codes = colour_codes(base)
+        return crop(codes)
 
     pos_mask = crop(pos_full)
     neg_user = crop(user_bg)
