@@ -120,6 +120,23 @@ def test_reader_opens_multipage_tiff_and_leaves_single_images(tmp_path):
     assert napari_get_reader(str(single)) is None
 
 
+def test_reader_shows_dim_8bit_grey_frames_with_their_own_contrast(tmp_path):
+    # 8-bit fluorescence often uses a small part of 0-255 (GOWT1: 99.9% of pixels below 57)
+    stack = np.random.default_rng(1).integers(0, 40, (3, 20, 24), dtype=np.uint8)
+    stack[:, 5:10, 5:10] = 60
+    path = tmp_path / "dim.tif"
+    tifffile.imwrite(path, stack)
+    [(_, meta, _)] = napari_get_reader(str(path))(str(path))
+    lo, hi = meta["contrast_limits"]
+    assert lo < 5 and 40 <= hi <= 60
+    rgb = tmp_path / "rgb"
+    rgb.mkdir()
+    for t in range(2):
+        Image.fromarray(np.full((8, 9, 3), 30, np.uint8)).save(rgb / f"{t}.png")
+    [(_, meta, _)] = napari_get_reader(str(rgb))(str(rgb))
+    assert meta["rgb"] and meta["contrast_limits"] == (0, 255)
+
+
 def test_reader_opens_zarr_array(tmp_path):
     arr = np.random.default_rng(0).integers(0, 255, (7, 16, 18), dtype=np.uint8)
     path = tmp_path / "video.zarr"

@@ -60,9 +60,9 @@ def read_frames(path: str | list[str]) -> list[LayerData]:
     name = p.name[: -len(p.suffix)] if p.suffix and not p.is_dir() else p.name
     rgb = frames.ndim == 4 and frames.shape[-1] in (3, 4)
     meta: dict[str, Any] = {"name": name, "rgb": rgb, "metadata": {SOURCE_KEY: str(p)}}
-    if np.dtype(frames.dtype) == np.uint8:
+    if rgb and np.dtype(frames.dtype) == np.uint8:
         meta["contrast_limits"] = (0, 255)
-    else:
+    else:  # (8-bit fluorescence often spans a tenth of 0-255: shown at full range it looks black)
         meta["contrast_limits"] = _first_frame_limits(frames)
     if not rgb:
         meta["colormap"] = "gray"
