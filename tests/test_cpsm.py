@@ -485,6 +485,39 @@ def test_grey_uint16_like_low_contrast_input():
     assert np.mean([iou(rgb == k, gt == k) for _, _, k in centres]) >= 0.8
 
 
+def _dim_nucleus_among_bright(seed: int, contrast: float):
+    """Eight bright discs and one dim disc (``contrast`` above the background, whose noise
+    sigma is 0.04) on a 400x400 grey frame: (image, labels, [(id, row, col, radius)])."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:400, :400]
+    img = np.zeros((400, 400), np.float32)
+    gt = np.zeros((400, 400), np.uint32)
+    centres = [(60, 60), (60, 170), (60, 280), (170, 60), (280, 60), (280, 170), (340, 300), (170, 170), (200, 310)]
+    objs = []
+    for k, (cy, cx) in enumerate(centres, start=1):
+        r = 24 + rng.uniform(-3, 3)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        gt[disc] = k
+        img[disc] = 0.5 if k < len(centres) else contrast
+        objs.append((k, cy, cx, r))
+    img = np.clip(img + 0.1 + rng.normal(0, 0.04, img.shape).astype(np.float32), 0, 1)
+    return img[..., None], gt, objs
+
+
+def test_dim_nucleus_among_bright_ones_is_found_from_a_short_dash():
+    # GOWT1 frame 1 has a nucleus 0.5 noise sigma above its background; the classifier shared
+    # with the bright nuclei calls it background, so it is judged by its own smoothed threshold
+    dim = []
+    for seed in range(6):
+        img, gt, objs = _dim_nucleus_among_bright(seed, contrast=0.02)
+        scr = [Scribble(k, [[cy, cx - 0.3 * r], [cy, cx + 0.3 * r]]) for k, cy, cx, r in objs]
+        out = scribbles_to_mask(img, scr)
+        js = [iou(out == k, gt == k) for k, *_ in objs]
+        assert min(js[:-1]) >= 0.95
+        dim.append(js[-1])
+    assert np.mean(dim) >= 0.45  # (0.17 before; the noise makes single draws vary 0.05-0.9)
+
+
 def test_memory_pool_is_used_without_error_and_helps_or_keeps():
     img, gt = textured_two_regions(seed=2)
     pool = MemoryPool()

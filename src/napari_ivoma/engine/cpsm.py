@@ -339,6 +339,25 @@ class CPSMParams:
         background to the stroke's intensity.
     local_mix : float
         Grey frames: weight of the local-threshold probability against the classifier's.
+    faint_contrast : float
+        Grey frames: an object whose stroke stands out from its local background by less
+        than this many times the background's noise (median absolute deviation) is judged
+        by its local threshold on the frame smoothed by ``faint_smooth`` px (working scale)
+        instead of 1 px: a dim nucleus among bright ones (GOWT1 frame 1: contrast 0.5
+        noise sigma per pixel).  0 = never.
+    faint_smooth : float
+        See ``faint_contrast``.
+    unknown_prob : float
+        Grey frames with several objects: an object whose own stroke pixels the shared
+        classifier calls background (median probability below this; it learned the bright
+        majority) is judged by its local threshold alone on the pixels nearest its stroke.
+        With ``faint_contrast``, on six GOWT1 frames (per-object J, mean over frames / mean
+        of each frame's worst object): a short dash through each nucleus 0.942 / 0.793 ->
+        0.947 / 0.898, a click 0.936 / 0.756 -> 0.941 / 0.885, the benchmark's skeleton
+        strokes 0.9461 / 0.906 -> 0.9456 / 0.904; six SIM+ frames unchanged.  Generated dim
+        nucleus beside eight bright ones, dashes, six seeds: 0.5 noise sigma above the
+        background IoU 0.17 -> 0.56 (each part alone 0.37), 1 sigma 0.942 either way
+        (``faint_contrast`` 4: 0.927).  0 = never.
     novel_weight : float
         Colour frames, first round: weight of object samples taken from the pixels within
         ``novel_zone`` start distances of the strokes whose colour is rare in the automatic
@@ -454,6 +473,9 @@ class CPSMParams:
     max_pixels_grey: int = 130_000
     local_level: float = 0.5
     local_mix: float = 0.5
+    faint_contrast: float = 3.0
+    faint_smooth: float = 3.0
+    unknown_prob: float = 0.2
     novel_weight: float = 1.0
     novel_level: float = 0.05
     novel_zone: float = 1.0
@@ -1258,9 +1280,13 @@ def _segment(
         prior_cost_fg[~prior_c & ~distrust] = p.prior_weight
         prior_cost_bg[prior_c & ~distrust] = p.prior_removal_weight
 
-    local = None
+    local = owner = None
     if img.shape[2] == 1 and p.local_mix > 0:
-        local = _local_intensity_prob(crop(light), crop(strokes), active, starts, p.local_level)
+        found = _local_intensity_prob(crop(light), crop(strokes), active, starts, p.local_level,
+                                      p.faint_contrast, p.faint_smooth)
+        if found is not None:
+            local, owner = found
+    unknown = None  # pixels nearest the strokes of objects the classifier does not recognise
     fg = None
     mem_pos = memory is not None and bool(memory.object_ids() & set(active))
     if mem_pos:
@@ -1295,7 +1321,13 @@ def _segment(
                     prob[band] = (1.0 - p.fine_mix) * prob[band] + p.fine_mix * fine
             free &= band
         if local is not None:
-            prob = (1.0 - p.local_mix) * prob + p.local_mix * local
+            if it == 0 and p.unknown_prob > 0 and len(active) > 1:
+                strokes_c = crop(strokes)
+                lost = [k for k in active
+                        if (strokes_c == k).any() and np.median(prob[strokes_c == k]) < p.unknown_prob]
+                unknown = np.isin(owner, lost) if lost else None
+            mixed = (1.0 - p.local_mix) * prob + p.local_mix * local
+            prob = mixed if unknown is None else np.where(unknown, local, mixed).astype(np.float32)
         eps = 1e-4
         u_fg = -np.log(prob + eps) + crop(spatial) + prior_cost_fg
         if still is not None:
@@ -1506,18 +1538,22 @@ def _band(mask: np.ndarray, px: int) -> np.ndarray:
 
 
 def _local_intensity_prob(
-    light: np.ndarray, strokes: np.ndarray, active: list[int], starts: dict[int, float], level: float
-) -> np.ndarray | None:
+    light: np.ndarray, strokes: np.ndarray, active: list[int], starts: dict[int, float], level: float,
+    faint_contrast: float = 0.0, faint_smooth: float = 3.0,
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Foreground probability of a grey image from per-object local intensity thresholds.
 
     Every pixel is judged by the object whose stroke is nearest: its threshold lies at
     ``level`` of the way from the local background intensity (median beyond the object's
     start distance from every stroke, within three start distances of the object) to the
     median intensity under the object's stroke.  Dim and bright nuclei of one frame so
-    get their own thresholds.  Returns None when no object has a brighter-than-background
-    stroke.
+    get their own thresholds.  An object whose stroke stands out by less than
+    ``faint_contrast`` times its background's noise is judged on the frame smoothed by
+    ``faint_smooth`` px.  Returns (probability, id of the nearest stroke per pixel), or
+    None when no object has a brighter-than-background stroke.
     """
     sm = cv2.GaussianBlur(light, (0, 0), 1.0)
+    smoother = cv2.GaussianBlur(light, (0, 0), faint_smooth) if faint_contrast > 0 else None
     any_stroke = np.isin(strokes, active)
     if not any_stroke.any():
         return None
@@ -1525,6 +1561,7 @@ def _local_intensity_prob(
     owner = strokes[idx[0], idx[1]]
     thr = np.full(len(active), np.nan, np.float32)
     scale = np.full(len(active), np.nan, np.float32)
+    faint = np.zeros(len(active), bool)
     lut = np.zeros(int(max(active)) + 1, np.int64)
     for j, k in enumerate(active):
         lut[k] = j
@@ -1537,6 +1574,9 @@ def _local_intensity_prob(
         if ring.sum() < 10:
             continue
         bg = float(np.median(sm[ring]))
+        if smoother is not None and fg - bg < faint_contrast * 1.4826 * float(np.median(np.abs(sm[ring] - bg))):
+            faint[j] = True  # (lost in the noise pixel by pixel: judged on a smoother frame)
+            fg, bg = float(np.median(smoother[sk])), float(np.median(smoother[ring]))
         if fg - bg <= 1e-3:
             continue
         thr[j] = bg + level * (fg - bg)
@@ -1547,8 +1587,10 @@ def _local_intensity_prob(
     thr[~ok] = np.nanmedian(thr)
     scale[~ok] = np.nanmedian(scale)
     j = lut[np.where(owner >= 0, owner, active[0])]
+    if faint.any():
+        sm = np.where(faint[j], smoother, sm)
     z = np.clip((sm - thr[j]) / scale[j], -30, 30)
-    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32), owner
 
 
 def _assign(fg: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: list[int]) -> np.ndarray:
