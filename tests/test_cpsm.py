@@ -506,7 +506,7 @@ def _dim_nucleus_among_bright(seed: int, contrast: float):
 
 def test_dim_nucleus_among_bright_ones_is_found_from_a_short_dash():
     # GOWT1 frame 1 has a nucleus 0.5 noise sigma above its background; the classifier shared
-    # with the bright nuclei calls it background, so it is judged by its own smoothed threshold
+    # with the bright nuclei does not recognise it, so its own smoothed threshold decides
     dim = []
     for seed in range(6):
         img, gt, objs = _dim_nucleus_among_bright(seed, contrast=0.02)
@@ -515,7 +515,7 @@ def test_dim_nucleus_among_bright_ones_is_found_from_a_short_dash():
         js = [iou(out == k, gt == k) for k, *_ in objs]
         assert min(js[:-1]) >= 0.95
         dim.append(js[-1])
-    assert np.mean(dim) >= 0.45  # (0.17 before; the noise makes single draws vary 0.05-0.9)
+    assert np.mean(dim) >= 0.6  # (0.68; 0.17 without; the noise makes single draws vary 0.4-0.9)
 
 
 def test_memory_pool_is_used_without_error_and_helps_or_keeps():
