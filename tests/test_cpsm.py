@@ -518,6 +518,26 @@ def test_dim_nucleus_among_bright_ones_is_found_from_a_short_dash():
     assert np.mean(dim) >= 0.6  # (0.68; 0.17 without; the noise makes single draws vary 0.4-0.9)
 
 
+def test_huge_object_ids_cost_no_id_sized_memory():
+    # ids up to 2**31 - 1 are valid (cell-tracking ids); per-object tables must not be id-sized
+    import tracemalloc
+
+    img, gt, objs = _dim_nucleus_among_bright(0, contrast=0.5)
+    img = img[::2, ::2]
+    small = [Scribble(k, [[cy / 2, cx / 2 - 5], [cy / 2, cx / 2 + 5]]) for k, cy, cx, _ in objs]
+    big = [Scribble(2**31 - 1 - k, s.points) for k, s in zip(range(len(small)), small)]
+    tracemalloc.start()
+    try:
+        out = scribbles_to_mask(img, big)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 300e6  # (an id-sized float table alone would be 8 GB)
+    ref = scribbles_to_mask(img, small)
+    for (k, *_), s in zip(objs, big):
+        assert np.array_equal(out == s.object_id, ref == k)
+
+
 def test_memory_pool_is_used_without_error_and_helps_or_keeps():
     img, gt = textured_two_regions(seed=2)
     pool = MemoryPool()

@@ -1280,12 +1280,12 @@ def _segment(
         prior_cost_fg[~prior_c & ~distrust] = p.prior_weight
         prior_cost_bg[prior_c & ~distrust] = p.prior_removal_weight
 
-    local = owner = None
+    local = nearest = None
     if img.shape[2] == 1 and p.local_mix > 0:
         found = _local_intensity_prob(crop(light), crop(strokes), active, starts, p.local_level,
                                       p.faint_contrast, p.faint_smooth)
         if found is not None:
-            local, owner = found
+            local, nearest = found
     local_weight = p.local_mix  # (per pixel when the classifier does not recognise some object)
     fg = None
     mem_pos = memory is not None and bool(memory.object_ids() & set(active))
@@ -1325,11 +1325,11 @@ def _segment(
                 # the less the classifier recognises an object's own stroke, the more its
                 # local threshold decides the pixels nearest that stroke
                 strokes_c = crop(strokes)
-                weight = np.full(int(max(active)) + 1, p.local_mix, np.float32)
-                for k in active:
+                weight = np.full(len(active), p.local_mix, np.float32)
+                for i, k in enumerate(active):
                     if (strokes_c == k).any():
-                        weight[k] = max(p.local_mix, 1.0 - float(np.median(prob[strokes_c == k])))
-                local_weight = weight[np.maximum(owner, 0)]
+                        weight[i] = max(p.local_mix, 1.0 - float(np.median(prob[strokes_c == k])))
+                local_weight = weight[nearest]
             prob = ((1.0 - local_weight) * prob + local_weight * local).astype(np.float32)
         eps = 1e-4
         u_fg = -np.log(prob + eps) + crop(spatial) + prior_cost_fg
@@ -1552,8 +1552,9 @@ def _local_intensity_prob(
     median intensity under the object's stroke.  Dim and bright nuclei of one frame so
     get their own thresholds.  An object whose stroke stands out by less than
     ``faint_contrast`` times its background's noise is judged on the frame smoothed by
-    ``faint_smooth`` px.  Returns (probability, id of the nearest stroke per pixel), or
-    None when no object has a brighter-than-background stroke.
+    ``faint_smooth`` px.  Returns (probability, index into ``active`` of the object whose
+    stroke is nearest, per pixel), or None when no object has a brighter-than-background
+    stroke.
     """
     sm = cv2.GaussianBlur(light, (0, 0), 1.0)
     smoother = cv2.GaussianBlur(light, (0, 0), faint_smooth) if faint_contrast > 0 else None
@@ -1565,9 +1566,7 @@ def _local_intensity_prob(
     thr = np.full(len(active), np.nan, np.float32)
     scale = np.full(len(active), np.nan, np.float32)
     faint = np.zeros(len(active), bool)
-    lut = np.zeros(int(max(active)) + 1, np.int64)
     for j, k in enumerate(active):
-        lut[k] = j
         sk = strokes == k
         if not sk.any():
             continue
@@ -1589,11 +1588,14 @@ def _local_intensity_prob(
     ok = ~np.isnan(thr)
     thr[~ok] = np.nanmedian(thr)
     scale[~ok] = np.nanmedian(scale)
-    j = lut[np.where(owner >= 0, owner, active[0])]
+    # (ids can be as large as 2**31 - 1: looked up by sorting, not in an id-sized table)
+    ids = np.asarray(active)
+    order = np.argsort(ids)
+    j = order[np.clip(np.searchsorted(ids[order], owner), 0, len(ids) - 1)]
     if faint.any():
         sm = np.where(faint[j], smoother, sm)
     z = np.clip((sm - thr[j]) / scale[j], -30, 30)
-    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32), owner
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32), j
 
 
 def _assign(fg: np.ndarray, strokes: np.ndarray, prior: np.ndarray, active: list[int]) -> np.ndarray:
