@@ -685,3 +685,28 @@ def test_propagation_keeps_a_ring_open():
     for t in range(1, len(frames)):
         assert not out[t][holes[t]].any(), t
         assert iou(out[t], discs[t] & ~holes[t]) >= 0.95, t
+
+
+def test_the_largest_object_ids_annotate_and_propagate_like_small_ones(clip, tmp_path):
+    # ids go up to 2**31 - 1 (cell-tracking ids, or a user's own numbering); nothing may be
+    # sized by the largest id (a histogram of one frame's ids at 2**31 is 17 GB)
+    import tracemalloc
+
+    frames, gt = clip
+    big = {1: 2**31 - 1, 2: 2**31 - 2}
+    runs = {}
+    for name, ids in (("small", {1: 1, 2: 2}), ("big", big)):
+        s = Session(frames, store=tmp_path / f"{name}.zarr")
+        scr = [Scribble(ids[k], _disk_scribble(gt[3], k).points) for k in (1, 2)]
+        tracemalloc.start()
+        try:
+            s.add_scribbles(3, scr)
+            masks = np.asarray(s.propagate())
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 300e6
+        runs[name] = masks
+    for k, b in big.items():  # the same masks under the other ids
+        assert np.array_equal(runs["big"] == b, runs["small"] == k)
+    assert set(np.unique(runs["big"])) <= {0, *big.values()}

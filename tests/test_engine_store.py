@@ -227,6 +227,23 @@ def test_label_ids_lists_the_ids_present_as_unique_does():
     assert label_ids(np.zeros((0, 4), np.uint32)) == []
 
 
+def test_object_areas_and_relabel_agree_for_small_and_huge_ids():
+    from napari_ivoma.engine.store import object_areas, relabel
+
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 4, (30, 40)).astype(np.uint32)
+    huge = np.where(small > 0, 2**31 - small, 0).astype(np.uint32)  # the same objects, ids near 2**31
+    areas = object_areas(small)
+    assert areas == {k: int((small == k).sum()) for k in (1, 2, 3)}
+    assert object_areas(huge) == {2**31 - k: v for k, v in areas.items()}
+    assert object_areas(np.zeros((5, 5), np.uint32)) == {}
+    renamed = relabel(small, {2: 9, 3: 0})
+    assert np.array_equal(renamed, np.where(small == 2, 9, np.where(small == 3, 0, small)))
+    renamed_huge = relabel(huge, {2**31 - 2: 9, 2**31 - 3: 0})
+    assert np.array_equal(renamed_huge == 9, renamed == 9) and np.array_equal(renamed_huge == 0, renamed == 0)
+    assert np.array_equal(relabel(small, {}), small)
+
+
 def test_bounding_box_is_the_extent_of_the_mask_grown_within_the_array():
     from napari_ivoma.engine._masks import bounding_box, box_slices
 

@@ -42,7 +42,7 @@ from ._masks import bounding_box, box_slices, fill_small_holes, pieces, still_pi
 from .graphcut import cut
 from .motion import FLOW_PRESETS, FlowCache, coarse_residual_motion, to_gray_u8
 from .proposals import extend_range, propose_objects
-from .store import LABEL_DTYPE
+from .store import LABEL_DTYPE, object_areas
 
 __all__ = [
     "MRGSParams",
@@ -823,11 +823,11 @@ def propagate_session(session, start: int, stop: int, progress: Callable[[int, i
         for t, labels, agree in _track_span(session, a, b, todo, flows, params, hists, is_cancelled,
                                             locked_tick):
             # the frame is still in the session's image cache: measure its sharpness now
-            counts = np.bincount(labels.ravel())
-            records.append((t, counts, agree, sharpness(session.image(t))))
+            areas = object_areas(labels)
+            records.append((t, areas, agree, sharpness(session.image(t))))
             with lock:
                 store.write(t, labels)
-                for oid in np.flatnonzero(counts[1:]) + 1:  # proposed objects (daughters)
+                for oid in areas:  # proposed objects (daughters)
                     if "proposal" in store.attrs["objects"].get(str(oid), {}):
                         extend_range(store, int(oid), t, t)
                 store.computed_from[t] = key
@@ -1010,7 +1010,7 @@ def sharpness(image: np.ndarray) -> float:
     return float(cv2.Laplacian(to_gray_u8(image), cv2.CV_32F).var())
 
 
-def select_extra_samples(records: list[tuple[int, np.ndarray, float, float]], session,
+def select_extra_samples(records: list[tuple[int, dict[int, int], float, float]], session,
                          params: MRGSParams) -> list[int]:
     """Reliable propagated frames to promote to automatic references.
 
@@ -1019,6 +1019,7 @@ def select_extra_samples(records: list[tuple[int, np.ndarray, float, float]], se
     forward and backward estimates agree, ``min_agreement``, and no object's area jumps by more
     than ``max_area_jump`` from the neighbouring frames), and it is not redundant (at least
     ``sample_gap`` frames from every reference).  Best-agreeing frames are taken first.
+    ``records``: (frame, {object id: area}, agreement, sharpness) per propagated frame.
     """
     if params.sample_gap <= 0 or len(records) < 3:
         return []
@@ -1033,9 +1034,7 @@ def select_extra_samples(records: list[tuple[int, np.ndarray, float, float]], se
         t, _, agree, _ = records[i]
         if agree < params.min_agreement or sharp[i] < floor or not 0 < i < len(records) - 1:
             continue
-        obj = areas[i][1:]
-        present = obj[obj > 0]
-        if present.size == 0 or present.min() < params.min_sample_area:
+        if not areas[i] or min(areas[i].values()) < params.min_sample_area:
             continue
         jumps = [_area_jump(areas[i], areas[j]) for j in (i - 1, i + 1)]
         if max(jumps) > params.max_area_jump:
@@ -1046,11 +1045,7 @@ def select_extra_samples(records: list[tuple[int, np.ndarray, float, float]], se
     return sorted(chosen)
 
 
-def _area_jump(a: np.ndarray, b: np.ndarray) -> float:
-    n = max(len(a), len(b))
-    a = np.pad(a, (0, n - len(a)))[1:].astype(float)
-    b = np.pad(b, (0, n - len(b)))[1:].astype(float)
-    both = (a > 0) | (b > 0)
-    if not both.any():
-        return 0.0
-    return float(np.max(np.abs(a[both] - b[both]) / np.maximum(np.maximum(a[both], b[both]), 1)))
+def _area_jump(a: dict[int, int], b: dict[int, int]) -> float:
+    """The largest relative change of an object's area between two frames ({id: area})."""
+    return max((abs(a.get(k, 0) - b.get(k, 0)) / max(a.get(k, 0), b.get(k, 0), 1) for k in a.keys() | b.keys()),
+               default=0.0)

@@ -23,7 +23,14 @@ from ._masks import bounding_box
 from .backends import Backend, get_backend
 from .io import _finite_range, to_float_image
 from .scribbles import MAX_OBJECT_ID, Scribble, clip_scribble
-from .store import LABEL_DTYPE, MaskStore, label_ids, sampled_frame_indices, video_fingerprint
+from .store import (
+    LABEL_DTYPE,
+    MaskStore,
+    label_ids,
+    relabel,
+    sampled_frame_indices,
+    video_fingerprint,
+)
 
 __all__ = ["Session"]
 
@@ -453,6 +460,9 @@ class Session:
         all its frames."""
         with self._id_lock:
             new = max(self.store.objects, default=0) + 1
+            if new > MAX_OBJECT_ID:  # (the user took the largest id: the smallest free one)
+                taken = set(self.store.objects)
+                new = next(i for i in range(1, len(taken) + 2) if i not in taken)
             self.store.ensure_object(new, parent=parent)
             obj = self.store.attrs["objects"][str(new)]
             obj["name"] = f"proposal {new}" + ("" if parent is None else f" (from {parent})")
@@ -494,9 +504,7 @@ class Session:
             changed = {}
             for u in part:
                 lab = stack[u - part[0]]
-                lut = np.arange(max(int(lab.max()), max(frames[u])) + 1, dtype=LABEL_DTYPE)
-                lut[list(frames[u])] = list(frames[u].values())
-                renamed = lut[lab]
+                renamed = relabel(lab, frames[u])
                 if not np.array_equal(renamed, lab):
                     changed[u] = (renamed, lab)
             self.store.write_frames(changed)

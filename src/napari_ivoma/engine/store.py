@@ -69,6 +69,37 @@ class StoreMismatchError(ValueError):
     """A mask store belongs to another video (or is not a mask store)."""
 
 
+def object_areas(labels: np.ndarray) -> dict[int, int]:
+    """Pixel count of every object id (not 0) present in a label image.
+
+    A histogram when the ids are small, as object ids are; ``np.unique`` otherwise (ids go up
+    to 2**31 - 1, and a histogram is as long as the largest id)."""
+    arr = np.asarray(labels).ravel()
+    if arr.size and arr.dtype.kind in "ui" and int(arr.min()) >= 0 and int(arr.max()) <= max(arr.size, 1 << 16):
+        counts = np.bincount(arr)
+        ids = np.flatnonzero(counts)
+        return {int(i): int(counts[i]) for i in ids if i}
+    ids, counts = np.unique(arr, return_counts=True)
+    return {int(i): int(c) for i, c in zip(ids, counts) if i}
+
+
+def relabel(labels: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
+    """A copy of ``labels`` with the ids in ``mapping`` renamed (the others kept).  A lookup
+    table when the ids are small; per renamed id otherwise (a table is as long as the largest
+    id, and ids go up to 2**31 - 1)."""
+    if not mapping:
+        return labels.copy()
+    top = max(int(labels.max()) if labels.size else 0, max(mapping))
+    if top <= max(labels.size, 1 << 16):
+        lut = np.arange(top + 1, dtype=labels.dtype)
+        lut[list(mapping)] = list(mapping.values())
+        return lut[labels]
+    out = labels.copy()
+    for old, new in mapping.items():
+        out[labels == old] = new
+    return out
+
+
 def label_ids(labels: np.ndarray) -> list[int]:
     """The ids present in a label image (0 included when present), sorted.
 
