@@ -710,3 +710,11 @@ def test_the_largest_object_ids_annotate_and_propagate_like_small_ones(clip, tmp
     for k, b in big.items():  # the same masks under the other ids
         assert np.array_equal(runs["big"] == b, runs["small"] == k)
     assert set(np.unique(runs["big"])) <= {0, *big.values()}
+
+
+def test_a_proposed_object_after_the_largest_id_gets_the_smallest_free_id(clip):
+    frames, gt = clip
+    s = Session(frames)
+    s.add_scribbles(3, [Scribble(2**31 - 1, _disk_scribble(gt[3], 1).points), _disk_scribble(gt[3], 2)])
+    assert s._new_object() == 1  # (not 2**31, beyond the ids the engine accepts)
+    assert s._new_object() == 3
