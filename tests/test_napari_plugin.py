@@ -22,7 +22,7 @@ from napari_ivoma._layers import (
     skeleton_chains,
 )
 from napari_ivoma._widget import AnnotatorWidget
-from napari_ivoma.engine import Session, is_mask_store
+from napari_ivoma.engine import Scribble, Session, is_mask_store
 
 PLUGIN = "napari-ivoma"
 WIDGET = "Annotate video"
@@ -614,3 +614,30 @@ def test_export_can_be_cancelled_from_the_widget(annotator, tmp_path):
     widget.export_masks(tmp_path / "stack", "tif-stack", block=True)
     assert "not kept" in widget.status.value and not any((tmp_path / "stack").iterdir())
     assert widget.export_button.enabled
+
+
+def test_a_colony_of_objects_and_proposals_keeps_the_panel_narrow(annotator):
+    # 40 nuclei and a dozen proposals: every id listed on a few wrapped lines, the proposals
+    # summarised, and the panel asks for no more width (napari's dock would take it from the canvas)
+    viewer, widget, frames, truth = annotator
+    from qtpy.QtWidgets import QApplication
+
+    viewer.window._qt_window.show()  # (size hints are laid out on a shown window)
+    widget.start_session()
+    QApplication.processEvents()
+    width = widget.native.sizeHint().width()
+    session = widget.session
+    h, w = frames.shape[1:3]
+    clicks = [Scribble(k, [[8 + (k - 1) // 8 * (h - 16) // 5, 8 + (k - 1) % 8 * (w - 16) // 8]]) for k in range(1, 41)]
+    session.add_scribbles(0, clicks)
+    store = session.store
+    for pid in range(41, 53):  # proposals as propagation records them
+        store.ensure_object(pid)
+        store.attrs["objects"][str(pid)].update(name=f"proposal {pid}", proposal={"frames": [1, 3]})
+    widget._update_info()
+    QApplication.processEvents()  # (the labels' new size hints take effect once laid out)
+    assert widget.native.sizeHint().width() <= width + 10
+    text = widget.objects_info.value
+    for k in range(1, 41):
+        assert f"</span> {k}</span>" in text
+    assert "proposed: 41 (frames 1-3)" in text and "(12 in all)" in text and "52 (frames" not in text

@@ -152,7 +152,11 @@ class AnnotatorWidget(Container):
                      row4, self.progress, self.status, self.references, self.objects_info])
         for lab in (self.status, self.references, self.objects_info, self.object_hint, self.draw_hint):
             lab.native.setWordWrap(True)
-            lab.native.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
+            # wrapped to the panel's width: a long text (many proposed objects) must not ask for
+            # a wider panel, which napari's dock grants by shrinking the canvas
+            policy = QSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+            policy.setHeightForWidth(True)
+            lab.native.setSizePolicy(policy)
         self.objects_info.native.setTextFormat(Qt.RichText)
         self.image.changed.connect(self._on_image_changed)
         self.start_button.changed.connect(lambda: self._guarded(self.start_session))
@@ -689,18 +693,25 @@ class AnnotatorWidget(Container):
         if self.edited_frames:
             parts.append(f"hand edits pending: {_frame_list(sorted(self.edited_frames))}")
         self.references.value = " · ".join(parts) or "none yet"
-        rows = []
+        # objects flow along wrapped lines (a colony of 40 nuclei takes a few lines, not 40):
+        # the colour swatch and id, and the name where the user gave one
+        entries = []
         proposed = s.proposals
         for oid, obj in sorted(s.objects.items()):
             if obj.get("proposal"):
                 continue  # proposals (and dismissed ones) are summarised below
             hexcol = _hex(self.colour_of(oid))
-            name = html.escape(str(obj.get("name") or f"object {oid}"))
-            rows.append(f'<span style="color:{hexcol}">&#9632;</span> {oid}: {name}')
+            name = str(obj.get("name") or "")
+            named = f": {html.escape(name)}" if name and name != f"object {oid}" else ""
+            entries.append(f'<span style="white-space:nowrap"><span style="color:{hexcol}">&#9632;</span> '
+                           f'{oid}{named}</span>')
+        rows = [" &nbsp; ".join(entries)] if entries else []
         if proposed:
-            ids = ", ".join(f"{oid} (frames {a}-{b})" for oid, (a, b) in sorted(proposed.items()))
-            rows.append(f"<i>proposed: {html.escape(ids)}</i> &mdash; name one with a stroke of an "
-                        "object id, dismiss it with a background stroke")
+            items = [f"{oid} (frames {a}-{b})" for oid, (a, b) in sorted(proposed.items())]
+            if len(items) > _MOST_PROPOSALS_LISTED:
+                items = items[:_MOST_PROPOSALS_LISTED] + [f"... ({len(items)} in all)"]
+            rows.append(f"<i>proposed: {html.escape(', '.join(items))}</i> &mdash; name one with a stroke "
+                        "of an object id, dismiss it with a background stroke")
         self.objects_info.value = "<br>".join(rows) or "none yet"
         self.object_hint.value = self._object_hint(int(self.object_id.value))
 
@@ -717,6 +728,9 @@ class AnnotatorWidget(Container):
         msg = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
         self._set_status(f"error: {msg}")
         show_error(msg)
+
+
+_MOST_PROPOSALS_LISTED = 6
 
 
 def _key_handler(widget: AnnotatorWidget, action: Callable[[], Any]):
