@@ -975,8 +975,11 @@ def test_moving_parts_need_still_surroundings_and_leave_the_strokes_reach_alone(
     near = Scribble(1, np.array([[70.0, 140.0], [62.0, 160.0]]))  # a stroke reaching into the head: it speaks there
     # (the cost's own reach, seen without the outline's fine colour model: learned from the whole
     # cut, it carries the head taken beyond the reach into the reach -- rightly, it is the dog's)
+    # (and with the stroke's reach the whole distrust zone: the stroke lies inside the prior,
+    # where ``distrust_fit_object`` would shrink its reach to ``min_start``)
     on, off = (scribbles_to_mask(img, [near], prior=prior, new_ids={1}, motion=motion,
-                                 params=CPSMParams(moving_parts=v, fine_mix=0.0)) == 1 for v in (8.0, 0.0))
+                                 params=CPSMParams(moving_parts=v, fine_mix=0.0, distrust_fit_object=0.0)) == 1
+               for v in (8.0, 0.0))
     p = CPSMParams()
     zone = max(p.min_start, p.distrust * np.sqrt(prior.sum() / np.pi))
     reach = ndi.distance_transform_edt(rasterize_scribbles([near], prior.shape, 1) < 0) < zone
