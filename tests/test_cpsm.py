@@ -901,6 +901,25 @@ def test_a_background_stroke_in_a_strip_distrusts_the_strip_not_the_object_besid
     np.testing.assert_array_equal(_distrusted_prior(prior, none, strip_stroke, zone=20.0, fit=0.0), whole)
 
 
+def test_an_object_stroke_along_a_missed_sliver_distrusts_the_sliver_not_what_lies_beyond():
+    prior = np.zeros((60, 80), bool)
+    prior[10:40, 10:70] = True  # the mask, which missed ...
+    sliver_stroke = np.zeros_like(prior)
+    sliver_stroke[42, 20:60] = True  # ... a sliver 4 px high under it (a car's underside)
+    none = np.zeros_like(prior)
+    whole = _distrusted_prior(prior, sliver_stroke, none, zone=20.0)
+    fitted = _distrusted_prior(prior, sliver_stroke, none, zone=20.0, least=2.0, fit_object=2.0)
+    assert whole[55, 40] and not fitted[55, 40]  # 13 px below the stroke (the shadow): only the whole zone
+    assert fitted[43, 40] and fitted[45, 40]  # the sliver stays in doubt
+    assert not (fitted & ~whole).any()  # never more than the zone
+    assert np.array_equal(fitted[prior], whole[prior])  # the mask's own pixels: unchanged
+    # a part missed as a whole (a leg 15 px long): the stroke's far end reaches far
+    leg_stroke = np.zeros_like(prior)
+    leg_stroke[41:56, 40] = True
+    leg = _distrusted_prior(prior, leg_stroke, none, zone=20.0, least=2.0, fit_object=2.0)
+    assert leg[55, 52] and not fitted[55, 52]
+
+
 def bear_on_shaded_ground(seed: int = 0):
     """A brown body on four legs whose shaded fur is coloured like the shaded ground they stand
     on; the prior (a propagated mask) took the ground between the hind legs as well.  Returns
