@@ -69,13 +69,18 @@ class StoreMismatchError(ValueError):
     """A mask store belongs to another video (or is not a mask store)."""
 
 
-def object_areas(labels: np.ndarray) -> dict[int, int]:
-    """Pixel count of every object id (not 0) present in a label image.
+def _small_ids(arr: np.ndarray) -> bool:
+    """Whether a histogram of the ids in ``arr`` (flat) is cheap: non-negative integers no larger
+    than the pixel count (or 65536).  Ids go up to 2**31 - 1, and a histogram is as long as the
+    largest id."""
+    return bool(arr.size) and arr.dtype.kind in "ui" and int(arr.min()) >= 0 and int(arr.max()) <= max(arr.size, 1 << 16)
 
-    A histogram when the ids are small, as object ids are; ``np.unique`` otherwise (ids go up
-    to 2**31 - 1, and a histogram is as long as the largest id)."""
+
+def object_areas(labels: np.ndarray) -> dict[int, int]:
+    """Pixel count of every object id (not 0) present in a label image (a histogram when the
+    ids are small, as object ids are; ``np.unique`` otherwise)."""
     arr = np.asarray(labels).ravel()
-    if arr.size and arr.dtype.kind in "ui" and int(arr.min()) >= 0 and int(arr.max()) <= max(arr.size, 1 << 16):
+    if _small_ids(arr):
         counts = np.bincount(arr)
         ids = np.flatnonzero(counts)
         return {int(i): int(counts[i]) for i in ids if i}
@@ -106,7 +111,7 @@ def label_ids(labels: np.ndarray) -> list[int]:
     A histogram when the ids are small, as object ids are (~4x faster than ``np.unique`` on a
     480p frame, which sorts or hashes every pixel)."""
     arr = np.asarray(labels).ravel()
-    if arr.size and arr.dtype.kind in "ui" and int(arr.min()) >= 0 and int(arr.max()) <= max(arr.size, 1 << 16):
+    if _small_ids(arr):
         return np.flatnonzero(np.bincount(arr)).tolist()
     return [int(i) for i in np.unique(arr)]
 
