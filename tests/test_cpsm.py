@@ -165,6 +165,20 @@ def test_two_textured_regions_one_scribble_each():
     assert_control_points(out, scr)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_two_textured_regions_one_zigzag_each(seed):
+    # the issue's example, each object covered by one zigzag as a user covers a wide region
+    # (0.978-1.0 over eight images; the two-leg zigzag above is the known gap)
+    img, gt = textured_two_regions(seed)
+    scr = [Scribble(1, [[20, 16], [75, 26], [20, 36], [75, 46], [20, 54]]),
+           Scribble(2, [[20, 74], [75, 84], [20, 94], [75, 104], [20, 112]])]
+    out = scribbles_to_mask(img, scr)
+    assert out.dtype == np.uint32 and out.shape == gt.shape
+    assert iou(out == 1, gt == 1) >= 0.95
+    assert iou(out == 2, gt == 2) >= 0.95
+    assert_control_points(out, scr)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 3])
 def test_touching_objects_are_split_by_their_appearance(seed):
     """Two touching textured regions, a zigzag across each: the border between them follows
