@@ -1196,15 +1196,17 @@ def _segment(
     if prior.any() and new_mask.any():
         distrust = crop(_distrusted_prior(prior_fg, new_mask & (strokes > 0), new_mask & (strokes == 0), zone,
                                           p.distrust_fit, p.min_start, p.distrust_fit_object))
+    # a correction: within the zone of this round's object strokes (their whole reach, unfitted)
+    new_obj = new_c & crop(obj_strokes)
+    near_new_obj = _distance_from(new_obj) < zone if prior.any() and new_obj.any() else None
     # the object's strokes move under ``slow_object`` px to every neighbouring frame
     slow = motion is not None and _moves_slowly(motion[roi], crop(obj_strokes), p.slow_object)
     if p.distrust_still and motion is not None and prior_c.any() and obj_strokes.any() and not slow:
         # what the prior holds of a moving object that stands still (a patch of wall) speaks for
         # nothing, unless a new stroke of the object comes near
         still_prior = prior_c & (_fastest(motion[roi]) < p.motion_static)
-        new_obj = new_c & crop(obj_strokes)
-        if new_obj.any():
-            still_prior &= _distance_from(new_obj) >= zone
+        if near_new_obj is not None:
+            still_prior &= ~near_new_obj
         distrust = distrust | still_prior
     if motion is not None and p.moving_parts > 0 and prior.any():
         # a correction: parts moving with the object where the prior is trusted are likely missed parts
@@ -1300,10 +1302,9 @@ def _segment(
     prior_cost_bg = np.zeros(pos_mask.shape, np.float32)
     if prior.any():
         prior_cost_fg[~prior_c & ~distrust] = p.prior_weight
-        if p.distrust_fit_object > 0 and p.prior_firm_weight > 0 and new_mask.any():
+        if p.distrust_fit_object > 0 and p.prior_firm_weight > 0 and near_new_obj is not None:
             # near a new object stroke but beyond its fitted reach, the prior's background holds
-            firm = crop(_distance_from(new_mask & (strokes > 0)) < zone) & ~prior_c & ~distrust
-            prior_cost_fg[firm] = p.prior_firm_weight
+            prior_cost_fg[near_new_obj & ~prior_c & ~distrust] = p.prior_firm_weight
         prior_cost_bg[prior_c & ~distrust] = p.prior_removal_weight
 
     local = nearest = None
