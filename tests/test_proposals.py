@@ -133,3 +133,20 @@ def test_proposals_off_and_on_colour_video(clip):
     c.add_scribbles(0, [_stroke_through(ct[0] == 1, 1)])
     c.propagate()
     assert c.proposals == {}
+
+
+def test_two_proposals_named_in_one_round_swap_names_on_every_frame(annotated):
+    """Naming is simultaneous: proposal a named b while b is named c leaves a as b, b as c (on
+    the scribbled frame as on the others), not both as c."""
+    s, _, truth = annotated
+    a = next(iter(s.proposals))
+    last = truth.shape[0] - 1
+    b = 2  # object 2 made a proposal too, as if propagation had found it
+    s.store.attrs["objects"][str(b)]["proposal"] = {"frames": [0, last]}
+    c = 9
+    s.add_scribbles(9, [_stroke_through(truth[9] == 3, b), _stroke_through(truth[9] == 2, c)])
+    labels = np.asarray(s.labels[...])
+    assert s.proposals == {} and a not in s.objects and not (labels == a).any()
+    for t in (8, 9, 10):
+        assert iou(labels[t] == b, truth[t] == 3) > 0.9, t
+        assert iou(labels[t] == c, truth[t] == 2) > 0.8, t

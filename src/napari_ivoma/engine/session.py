@@ -313,8 +313,8 @@ class Session:
             everything = self.scribbles(t) + clipped
             new_ids = {s.object_id for s in clipped}
             claims = self._proposal_claims(prior, clipped) if has_prior else {}
-            for pid, (k, _) in claims.items():
-                prior = np.where(prior == pid, k, prior).astype(LABEL_DTYPE)
+            if claims:  # all at once, as on the other frames (a may be named b while b is named c)
+                prior = relabel(prior, {pid: k for pid, (k, _) in claims.items()})
             if has_prior:
                 prior = _rename_stroked_objects(prior, clipped)
             prepared, motion = self._prepared_frame(t)
