@@ -10,6 +10,7 @@ from PIL import Image
 
 from napari_ivoma.engine import FrameReadError, open_frames, to_float_image
 from napari_ivoma.engine import io as ivio
+from napari_ivoma.engine.io import frames_have_channels
 
 
 def _clip(t=6, h=24, w=32, c=3, seed=0):
@@ -78,6 +79,36 @@ def test_multipage_tiff_16bit(tmp_path):
     assert arr.shape == frames.shape and arr.dtype == np.uint16
     assert arr.chunks[0] == (1,) * 5
     np.testing.assert_array_equal(np.asarray(arr), frames)
+
+
+def test_hyperstack_channels_are_read_as_channels_of_each_frame(tmp_path):
+    # an ImageJ / OME hyperstack T, C, Y, X: 2T pages, channels interleaved
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 4000, (5, 2, 20, 30), dtype=np.uint16)
+    for name, kw in [("imagej.tif", {"imagej": True}), ("ome.ome.tif", {})]:
+        path = tmp_path / name
+        tifffile.imwrite(path, stack, metadata={"axes": "TCYX"}, **kw)
+        arr = open_frames(path)
+        assert arr.shape == (5, 20, 30, 2) and arr.chunks[0] == (1,) * 5, name
+        np.testing.assert_array_equal(np.asarray(arr), np.moveaxis(stack, 1, -1))
+        assert frames_have_channels(path)
+    # a z-stack with channels and no time: the planes are the frames
+    path = tmp_path / "zc.tif"
+    tifffile.imwrite(path, stack[:3], imagej=True, metadata={"axes": "ZCYX"})
+    np.testing.assert_array_equal(np.asarray(open_frames(path)), np.moveaxis(stack[:3], 1, -1))
+    # plain stacks and colour are unchanged
+    plain, rgb = tmp_path / "plain.tif", tmp_path / "rgb.tif"
+    tifffile.imwrite(plain, stack[:, 0])
+    tifffile.imwrite(rgb, rng.integers(0, 255, (3, 20, 30, 3), dtype=np.uint8), photometric="rgb")
+    assert open_frames(plain).shape == (5, 20, 30) and not frames_have_channels(plain)
+    assert open_frames(rgb).shape == (3, 20, 30, 3) and not frames_have_channels(rgb)
+
+
+def test_z_stack_over_time_is_refused_with_what_to_do(tmp_path):
+    path = tmp_path / "tz.tif"
+    tifffile.imwrite(path, np.zeros((4, 3, 2, 16, 16), np.uint16), imagej=True, metadata={"axes": "TZCYX"})
+    with pytest.raises(FrameReadError, match=r"TZCYX.*Z \(3: a z-stack\).*Z Project"):
+        open_frames(path)
 
 
 def test_zarr_array(tmp_path):

@@ -5,6 +5,8 @@ Runs headless under pytest-xvfb (``make_napari_viewer`` from napari's pytest plu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -434,6 +436,31 @@ def test_default_store_path(tmp_path):
     video = tmp_path / "clip.mp4"
     assert default_store_path(video, "clip") == tmp_path / "clip.mp4.ivoma.zarr"
     assert default_store_path(None, "my clip", home=tmp_path) == tmp_path / "napari-ivoma" / "my_clip.ivoma.zarr"
+    assert default_store_path(video, "clip", channel=1) == tmp_path / "clip.mp4.channel1.ivoma.zarr"
+
+
+def test_one_channel_of_a_hyperstack_is_annotated_in_its_own_store(make_napari_viewer, tmp_path):
+    """A two-channel time-lapse opens as two layers; the nuclei channel is annotated with a
+    store of its own next to the file, and the other channel's store is another one."""
+    frames, truth = make_clip()
+    nuclei = frames[..., 0].astype(np.uint16) * 10  # the red disc is bright in channel 0
+    other = frames[..., 2].astype(np.uint16) * 10
+    path = tmp_path / "cells.tif"
+    tifffile.imwrite(path, np.stack([nuclei, other], axis=1), imagej=True, metadata={"axes": "TCYX"})
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(path), plugin=PLUGIN)
+    assert [layer.name for layer in layers] == ["cells [channel 0]", "cells [channel 1]"]
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    widget.image.value = layers[1]
+    assert Path(str(widget.store.value)) == tmp_path / "cells.tif.channel1.ivoma.zarr"
+    widget.image.value = layers[0]
+    assert Path(str(widget.store.value)) == tmp_path / "cells.tif.channel0.ivoma.zarr"
+    widget.start_session()
+    draw_path(widget, 0, 1, [[22, 14], [22, 26]])
+    labels = widget.scribbles_to_mask(0)
+    assert iou(labels == 1, truth[0] == 1) > 0.8
+    assert is_mask_store(tmp_path / "cells.tif.channel0.ivoma.zarr")
+    assert "[channel 0]" in widget.session.store.attrs["provenance"]["source"]
 
 
 # --------------------------------------------------------------------------- layer conversions

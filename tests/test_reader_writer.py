@@ -120,6 +120,21 @@ def test_reader_opens_multipage_tiff_and_leaves_single_images(tmp_path):
     assert napari_get_reader(str(single)) is None
 
 
+def test_reader_opens_each_channel_of_a_hyperstack_as_its_own_layer(tmp_path):
+    stack = np.random.default_rng(2).integers(0, 4000, (4, 2, 20, 24), dtype=np.uint16)
+    stack[:, 1] //= 10  # a dim second channel gets its own contrast
+    path = tmp_path / "cells.tif"
+    tifffile.imwrite(path, stack, imagej=True, metadata={"axes": "TCYX"})
+    layers = napari_get_reader(str(path))(str(path))
+    assert [meta["name"] for _, meta, _ in layers] == ["cells [channel 0]", "cells [channel 1]"]
+    for c, (data, meta, kind) in enumerate(layers):
+        assert kind == "image" and meta["rgb"] is False and data.shape == (4, 20, 24)
+        assert_one_chunk_per_frame(data, 4)
+        np.testing.assert_array_equal(np.asarray(data), stack[:, c])
+        assert meta["metadata"] == {"ivoma_source": str(path), "ivoma_channel": c}
+        assert meta["contrast_limits"][1] <= stack[0, c].max()
+
+
 def test_reader_shows_dim_8bit_grey_frames_with_their_own_contrast(tmp_path):
     # 8-bit fluorescence often uses a small part of 0-255 (GOWT1: 99.9% of pixels below 57)
     stack = np.random.default_rng(1).integers(0, 40, (3, 20, 24), dtype=np.uint8)

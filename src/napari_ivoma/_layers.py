@@ -37,21 +37,23 @@ STORE_SUFFIX = ".ivoma.zarr"
 
 
 def default_store_path(source: str | os.PathLike | None, name: str,
-                       home: str | os.PathLike | None = None) -> Path:
+                       home: str | os.PathLike | None = None, channel: int | None = None) -> Path:
     """Where to keep the masks of a video by default.
 
     ``<source>.ivoma.zarr`` next to the source when its folder is writable, else
-    ``~/napari-ivoma/<name>.ivoma.zarr``.
+    ``~/napari-ivoma/<name>.ivoma.zarr``; one channel of a multi-channel stack has its own
+    (``<source>.channel<k>.ivoma.zarr``).
     """
+    tail = ("" if channel is None else f".channel{int(channel)}") + STORE_SUFFIX
     if source:
         src = Path(source)
-        candidate = src.parent / (src.name.rstrip("/") + STORE_SUFFIX)
+        candidate = src.parent / (src.name.rstrip("/") + tail)
         if os.access(src.parent, os.W_OK):
             return candidate
         name = src.name
     base = Path(home) if home is not None else Path.home()
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)) or "video"
-    return base / "napari-ivoma" / (safe + STORE_SUFFIX)
+    return base / "napari-ivoma" / (safe + tail)
 
 
 def shape_outline(points: np.ndarray, shape_type: str, n_ellipse: int = 64) -> np.ndarray:

@@ -15,12 +15,20 @@ from typing import Any
 import numpy as np
 
 from .engine import is_mask_store, open_frames, read_store_labels
-from .engine.io import IMAGE_EXTENSIONS, TIFF_EXTENSIONS, VIDEO_EXTENSIONS, FrameReadError
+from .engine.io import (
+    IMAGE_EXTENSIONS,
+    TIFF_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    FrameReadError,
+    frames_have_channels,
+)
 
-__all__ = ["napari_get_reader", "read_frames", "read_mask_store", "SOURCE_KEY"]
+__all__ = ["napari_get_reader", "read_frames", "read_mask_store", "SOURCE_KEY", "CHANNEL_KEY"]
 
 #: key of the layer metadata holding the path the frames came from (used by the widget)
 SOURCE_KEY = "ivoma_source"
+#: key of the layer metadata holding the channel of a multi-channel stack the layer shows
+CHANNEL_KEY = "ivoma_channel"
 
 LayerData = tuple[Any, dict, str]
 ReaderFunction = Callable[[str | list[str]], list[LayerData]]
@@ -54,10 +62,25 @@ def napari_get_reader(path: str | list[str]) -> ReaderFunction | None:
 
 
 def read_frames(path: str | list[str]) -> list[LayerData]:
-    """Open frames lazily as one Image layer (dask array, one chunk per frame)."""
+    """Open frames lazily as one Image layer (dask array, one chunk per frame); a stack of
+    fluorescence channels as one layer per channel (annotate the one that shows the objects)."""
     p = Path(os.fspath(path[0] if isinstance(path, (list, tuple)) else path))
     frames = open_frames(p)
     name = p.name[: -len(p.suffix)] if p.suffix and not p.is_dir() else p.name
+    if frames_have_channels(p, frames):
+        n = frames.shape[-1]
+        colours = ["magenta", "green"] if n == 2 else ["cyan", "magenta", "yellow", "blue", "green", "red"]
+        return [
+            (frames[..., c], {
+                "name": f"{name} [channel {c}]",
+                "rgb": False,
+                "colormap": colours[c % len(colours)],
+                "blending": "translucent_no_depth" if c == 0 else "additive",
+                "contrast_limits": _first_frame_limits(frames[..., c]),
+                "metadata": {SOURCE_KEY: str(p), CHANNEL_KEY: c},
+            }, "image")
+            for c in range(n)
+        ]
     rgb = frames.ndim == 4 and frames.shape[-1] in (3, 4)
     meta: dict[str, Any] = {"name": name, "rgb": rgb, "metadata": {SOURCE_KEY: str(p)}}
     if rgb and np.dtype(frames.dtype) == np.uint8:

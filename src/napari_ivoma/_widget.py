@@ -42,7 +42,7 @@ from ._layers import (
     scribbles_from_brush,
     scribbles_from_shapes,
 )
-from ._reader import SOURCE_KEY
+from ._reader import CHANNEL_KEY, SOURCE_KEY
 from .engine import Session
 from .engine.export import EXPORT_FORMATS
 
@@ -241,7 +241,7 @@ class AnnotatorWidget(Container):
         layer = self.image.value
         if layer is None or self.session is not None:
             return
-        self.store.value = default_store_path(_layer_source(layer), layer.name)
+        self.store.value = default_store_path(_layer_source(layer), layer.name, channel=_layer_channel(layer))
 
     # ------------------------------------------------------------------ actions
     def start_session(self) -> Session:
@@ -265,7 +265,10 @@ class AnnotatorWidget(Container):
             raise ValueError("choose where to keep the masks (mask store path)")
         store.parent.mkdir(parents=True, exist_ok=True)
         self.commit_hand_edits()
-        session = Session(data, store=str(store), source=_layer_source(layer))
+        source, channel = _layer_source(layer), _layer_channel(layer)
+        if source is not None and channel is not None:
+            source = f"{source} [channel {channel}]"
+        session = Session(data, store=str(store), source=source)
         if self.session is not None:  # replaced: the old one is done
             self.close_session()
         self.session = session
@@ -780,6 +783,12 @@ def _forget_layer_history(layer) -> None:
 def _unwrap(obj):
     """The napari object behind the plugin proxy napari hands to widgets (identity checks)."""
     return getattr(obj, "__wrapped__", obj)
+
+
+def _layer_channel(layer) -> int | None:
+    """The channel of a multi-channel stack ``layer`` shows (None for a whole video)."""
+    channel = (getattr(layer, "metadata", None) or {}).get(CHANNEL_KEY)
+    return None if channel is None else int(channel)
 
 
 def _layer_source(layer) -> str | None:

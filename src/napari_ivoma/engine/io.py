@@ -16,6 +16,7 @@ import numpy as np
 
 __all__ = [
     "open_frames",
+    "frames_have_channels",
     "read_image",
     "to_float_image",
     "VIDEO_EXTENSIONS",
@@ -131,13 +132,23 @@ def _mismatched_sizes(files: list[Path], hw: tuple[int, int]) -> tuple[str, tupl
 
 
 def _open_tiff(path: Path) -> da.Array:
-    """A (multi-page) TIFF: one page per frame, read on demand; a single page is one frame."""
+    """A TIFF stack, read one frame at a time.
+
+    The series' axes say what its pages are: time (``T``) is the frame axis, channels (``C``)
+    become the last axis of each frame (an ImageJ / OME hyperstack ``TCYX`` gives (T, H, W, C),
+    not 2T frames of alternating channels); a stack with one page axis other than channels
+    (``Z``, ``I``, ...) is read as frames along it.  A stack with a further axis besides time (a
+    z-stack per time point) is refused with a clear message.  Without axes: one page per frame;
+    a single page is one frame.
+    """
     import tifffile
 
     try:
         tif = tifffile.TiffFile(path)
-        pages = tif.series[0].pages
+        series = tif.series[0]
+        pages = series.pages
         first = pages[0].asarray()
+        axes, shape = str(series.axes), tuple(series.shape)
     except Exception as exc:  # noqa: BLE001
         raise FrameReadError(f"cannot read TIFF {path}: {exc}") from exc
     lock = threading.Lock()
@@ -149,10 +160,72 @@ def _open_tiff(path: Path) -> da.Array:
             except Exception as exc:  # noqa: BLE001
                 raise FrameReadError(f"cannot read page {i} of TIFF {path}: {exc}") from exc
 
+    layout = _hyperstack_layout(path, axes, shape, first, len(pages))
+    if layout is not None:
+        return _stack_lazy(*layout(read))
     if first.ndim == 3 and first.shape[-1] not in (1, 2, 3, 4) and len(pages) == 1:
         # a whole (T, H, W) stack stored as one page
         return da.from_array(first, chunks=(1,) + first.shape[1:])
     return _stack_lazy(read, len(pages), first)
+
+
+def _hyperstack_layout(path: Path, axes: str, shape: tuple[int, ...], first: np.ndarray, n_pages: int):
+    """How to read frames from a TIFF series whose pages carry channels or a further axis.
+
+    Returns None when each page is one frame (the plain case), else a function of the page
+    reader giving ``(read_frame, n_frames, frame_0)`` for :func:`_stack_lazy`.
+    """
+    if "Y" not in axes or len(axes) != len(shape) or first.ndim != len(axes) - axes.index("Y"):
+        return None  # pages are not 2D images under page axes: the plain reading
+    lead = axes[: axes.index("Y")]
+    sizes = dict(zip(lead, shape[: len(lead)]))
+    if int(np.prod(list(sizes.values()), dtype=np.int64)) != n_pages:
+        return None
+    n_channels = sizes.get("C", 1)
+    if n_channels > 1 and first.ndim == 3:
+        raise FrameReadError(
+            f"{path.name} has {n_channels} channels of {first.shape[-1]} colour samples each "
+            f"(axes {axes}, shape {shape}); napari-ivoma reads either channels or colour: save one "
+            f"channel (Fiji: Image > Color > Split Channels)"
+        )
+    if "T" in sizes:
+        frame_axis = "T"
+    else:
+        others = [a for a in lead if a != "C" and sizes[a] > 1]
+        if len(others) > 1:
+            raise FrameReadError(_extra_axes_message(path, axes, shape, others[1:], others[0]))
+        frame_axis = others[0] if others else None
+    extra = [a for a in lead if a not in ("C", frame_axis) and sizes[a] > 1]
+    if extra:
+        raise FrameReadError(_extra_axes_message(path, axes, shape, extra, frame_axis))
+    if n_channels == 1:
+        return None  # one page per frame
+    dims = [sizes[a] for a in lead]
+
+    def page_of(t: int, c: int) -> int:
+        index = [t if a == frame_axis else c if a == "C" else 0 for a in lead]
+        return int(np.ravel_multi_index(index, dims))
+
+    n_frames = sizes[frame_axis] if frame_axis else 1
+
+    def layout(read_page: Callable[[int], np.ndarray]):
+        def read_frame(t: int) -> np.ndarray:
+            return np.stack([read_page(page_of(t, c)) for c in range(n_channels)], axis=-1)
+
+        return read_frame, n_frames, read_frame(0)
+
+    return layout
+
+
+def _extra_axes_message(path: Path, axes: str, shape: tuple[int, ...], extra: list[str], frame_axis: str | None) -> str:
+    names = {"Z": "a z-stack", "T": "time points"}
+    what = ", ".join(f"{a} ({dict(zip(axes, shape))[a]}: {names.get(a, 'another axis')})" for a in extra)
+    over = f" besides the frame axis {frame_axis}" if frame_axis else ""
+    return (
+        f"{path.name} has axes {axes} (shape {shape}): {what}{over}. napari-ivoma annotates 2D frames "
+        f"over one axis: save one plane or a projection per frame first (Fiji: Image > Stacks > "
+        f"Z Project)"
+    )
 
 
 def _open_video(path: Path) -> da.Array:
@@ -266,6 +339,30 @@ def open_frames(path: str | Path) -> da.Array:
     if frames.ndim not in (3, 4):
         raise FrameReadError(f"{p} gives frames of shape {frames.shape}; expected (T, H, W) or (T, H, W, C)")
     return frames
+
+
+def frames_have_channels(path: str | Path, frames: da.Array | None = None) -> bool:
+    """Whether the last axis of :func:`open_frames`' (T, H, W, C) frames holds separate channels
+    (fluorescence: shown and annotated one at a time) rather than colour (RGB / RGBA).
+
+    A TIFF says so by its series' axes (``C``); otherwise 3 or 4 values per pixel are colour
+    and any other number channels.
+    """
+    frames = open_frames(path) if frames is None else frames
+    if frames.ndim != 4:
+        return False
+    if frames.shape[-1] not in (3, 4):
+        return True
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() in TIFF_EXTENSIONS:
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(p) as tif:
+                return "C" in str(tif.series[0].axes)
+        except Exception:  # noqa: BLE001 - it was opened already; colour is the safe reading
+            return False
+    return False
 
 
 def to_float_image(frame: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
