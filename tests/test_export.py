@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 import tifffile
+from conftest import SHARED_DATA
 from PIL import Image
 
 from napari_ivoma.bench.dataset import load_sequence, read_mask
@@ -193,3 +194,86 @@ def test_cli_export(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nostore"), str(tmp_path / "o2")]) == 2
     for fmt in EXPORT_FORMATS:  # the command line offers every format the engine writes
         assert main(["export", str(store), str(tmp_path / f"all_{fmt}"), "--format", fmt]) == 0
+
+
+def assert_valid_ctc_result(folder, n_frames: int) -> np.ndarray:
+    """The Cell Tracking Challenge's rules for a result folder; returns its track table."""
+    tracks = np.loadtxt(folder / "res_track.txt", dtype=np.int64, ndmin=2)
+    labels, begins, ends, parents = tracks.T
+    assert len(set(labels.tolist())) == len(labels), "track labels are unique"
+    by_label = {int(k): (int(b), int(e)) for k, b, e in zip(labels, begins, ends)}
+    for k, b, e, p in tracks:
+        assert 0 <= b <= e < n_frames
+        if p:
+            assert by_label[int(p)][1] < b, f"parent {p} ends before its daughter {k} begins"
+    masks = sorted(folder.glob("mask*.tif"))
+    assert len(masks) == n_frames
+    for t, path in enumerate(masks):
+        on_frame = set(np.unique(tifffile.imread(path)).tolist()) - {0}
+        assert on_frame == {k for k, (b, e) in by_label.items() if b <= t <= e}, t
+    return tracks
+
+
+def test_ctc_export_cuts_tracks_where_an_object_is_missing_or_divides(tmp_path):
+    lab = np.zeros((10, 20, 30), np.uint32)
+    lab[:, 2:6, 2:6] = 1                # object 1 divides on frame 5: daughter 2 appears and
+    lab[5:, 12:16, 2:6] = 2             # 1 goes on as the other daughter (the session's way)
+    lab[:3, 2:6, 20:24] = 3             # object 3 leaves the frame on 3-4 and comes back
+    lab[5:, 2:6, 20:24] = 3
+    paths = export_masks(lab, tmp_path / "ctc", "ctc", parents={2: 1})
+    assert paths[-1].name == "res_track.txt" and len(paths) == 11
+    tracks = assert_valid_ctc_result(tmp_path / "ctc", 10)
+    assert tracks.tolist() == [[1, 0, 4, 0], [2, 5, 9, 1], [3, 0, 2, 0], [4, 5, 9, 1], [5, 5, 9, 3]]
+    back = read_back(paths[:-1])
+    assert (back[5:][lab[5:] == 1] == 4).all() and (back[5:][lab[5:] == 3] == 5).all()
+    np.testing.assert_array_equal(back[:3], lab[:3])
+
+
+def test_cancelled_ctc_export_leaves_no_track_table(tmp_path):
+    lab = labels_video(n=6)
+    stop = threading.Event()
+
+    def progress(k, total):
+        assert total == 12  # the frames are read once for the tracks, then written
+        if k == 8:
+            stop.set()
+
+    paths = export_masks(lab, tmp_path / "c", "ctc", progress=progress, cancel=stop)
+    assert [p.name for p in paths] == ["mask000.tif", "mask001.tif"]
+    assert not (tmp_path / "c" / "res_track.txt").exists()
+
+
+def test_session_ctc_export_uses_its_lineage(tmp_path):
+    frames = np.random.default_rng(1).integers(0, 255, (4, 32, 40), dtype=np.uint8)
+    session = Session(frames, store=tmp_path / "s.ivoma.zarr")
+    mother = np.zeros((32, 40), np.uint32)
+    mother[4:12, 4:12] = 1
+    daughters = mother.copy()
+    daughters[20:28, 4:12] = 7
+    session.set_labels(0, mother)
+    session.set_labels(1, mother)
+    session.set_labels(2, daughters)
+    session.set_labels(3, daughters)
+    session.store.attrs["objects"]["7"]["parent"] = 1  # as a division proposal records it
+    assert session.lineage() == {7: 1}
+    session.export_masks(tmp_path / "ctc", "ctc")
+    tracks = assert_valid_ctc_result(tmp_path / "ctc", 4)
+    assert tracks.tolist() == [[1, 0, 1, 0], [7, 2, 3, 1], [8, 2, 3, 1]]
+    session.close()
+
+
+SIM = SHARED_DATA / "cells" / "Fluo-N2DH-SIMplus-01"
+
+
+@pytest.mark.skipif(not (SIM / "man_track.txt").is_file(),
+                    reason=f"real microscopy data not found at {SIM} (see ../shared/data)")
+def test_ctc_export_of_the_ground_truth_gives_back_its_lineage_table(tmp_path):
+    # SIM+'s gold tracks (ids = track labels, daughters linked to their mother) exported as a
+    # result: the table written is the challenge's own man_track.txt
+    masks = np.stack([read_mask(p)[0] for p in sorted((SIM / "masks").glob("man_seg*.tif"))])
+    truth = np.loadtxt(SIM / "man_track.txt", dtype=np.int64, ndmin=2)
+    parents = {int(k): int(p) for k, _, _, p in truth if p}
+    paths = export_masks(masks, tmp_path / "res", "ctc", parents=parents)
+    tracks = assert_valid_ctc_result(tmp_path / "res", len(masks))
+    assert tracks.tolist() == sorted(truth.tolist())
+    np.testing.assert_array_equal(read_back(paths[:-1]), masks)

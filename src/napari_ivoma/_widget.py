@@ -130,7 +130,9 @@ class AnnotatorWidget(Container):
             choices=list(EXPORT_FORMATS), value="png",
             tooltip="png: one palette PNG per frame (00000.png, ...: DAVIS layout)\n"
                     "tif: one 16-bit TIFF per frame (mask000.tif, ...: Cell Tracking Challenge layout)\n"
-                    "tif-stack: one multi-page TIFF (masks.tif) that Fiji opens as a stack")
+                    "tif-stack: one multi-page TIFF (masks.tif) that Fiji opens as a stack\n"
+                    "ctc: a Cell Tracking Challenge result: mask000.tif, ... and the lineage table\n"
+                    "res_track.txt (an object missing for some frames or divided gets a new label after)")
         self.export_button = PushButton(
             text="Export masks ...",
             tooltip="Write every frame's masks into a folder you choose, in the format on the left "
@@ -398,7 +400,8 @@ class AnnotatorWidget(Container):
             text = (f"export cancelled: the unfinished {folder / 'masks.tif'} is not kept" if cancelled
                     else f"exported {n} frames to {paths[0]}")
         else:
-            text = (f"export cancelled: {len(paths)} of {n} frames written to {folder}" if cancelled
+            text = (f"export cancelled: {len(paths)} of {n} frames written to {folder}"
+                    + (" (no res_track.txt)" if fmt == "ctc" else "") if cancelled
                     else f"exported {n} frames ({fmt}: {paths[0].name} ... {paths[-1].name}) to {folder}")
         if not cancelled:
             self.progress.value = self.progress.max

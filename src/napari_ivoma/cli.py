@@ -148,11 +148,13 @@ def main(argv: list[str] | None = None) -> int:
                        description="Write a mask store's masks, frame by frame: png = one palette PNG per "
                                    "frame (00000.png, ...: DAVIS layout), tif = one 16-bit TIFF per frame "
                                    "(mask000.tif, ...: Cell Tracking Challenge layout), tif-stack = one "
-                                   "multi-page TIFF (masks.tif) that Fiji opens as a stack.")
+                                   "multi-page TIFF (masks.tif) that Fiji opens as a stack, ctc = a Cell "
+                                   "Tracking Challenge result (mask000.tif, ... and the lineage table "
+                                   "res_track.txt; tracks are cut where an object is missing or divides).")
     e.add_argument("store", type=Path, help="the mask store (a .ivoma.zarr folder)")
     e.add_argument("folder", type=Path, help="where the files go (created when missing)")
     # (engine.export.EXPORT_FORMATS, spelt out: importing the engine here costs every command ~1 s)
-    e.add_argument("--format", choices=["png", "tif", "tif-stack"], default="png")
+    e.add_argument("--format", choices=["png", "tif", "tif-stack", "ctc"], default="png")
     e.add_argument("--start", type=int, default=None, help="first frame (default 0)")
     e.add_argument("--stop", type=int, default=None, help="frame after the last (default: all)")
     e.add_argument("--overwrite", action="store_true", help="replace files of the same names in the folder")
@@ -198,10 +200,11 @@ def _export(args: argparse.Namespace) -> int:
     if g is None:
         return 2
     max_id = max((int(k) for k in attrs["objects"]), default=0)
+    parents = {int(k): int(o["parent"]) for k, o in attrs["objects"].items() if o.get("parent")}
     try:
         paths = export_masks(g["labels"], args.folder, args.format, start=args.start, stop=args.stop,
                              max_id=max_id, overwrite=args.overwrite,
-                             progress=_progress_bar(f"export {args.format}"))
+                             progress=_progress_bar(f"export {args.format}"), parents=parents)
     except (ValueError, OSError) as exc:
         hint = " (--overwrite)" if isinstance(exc, FileExistsError) and args.folder.is_dir() else ""
         print(f"export failed: {exc}{hint}", file=sys.stderr)

@@ -12,6 +12,14 @@ Three layouts:
 ``tif-stack``
     One multi-page TIFF ``masks.tif`` holding every frame (T, Y, X): Fiji / ImageJ open it as
     a stack (16-bit ids; a 32-bit stack, which ImageJ cannot read, when an id is above 65535).
+``ctc``
+    A Cell Tracking Challenge result: ``mask000.tif``, ... and the lineage table
+    ``res_track.txt`` (one line ``L B E P`` per track: label, first and last frame, parent
+    label or 0).  The CTC wants every track present on each frame from B to E and a parent
+    ended before its daughters begin, so an object missing for some frames, or going on as one
+    daughter after it divided, is cut there: the later piece gets a new label whose parent is
+    the piece before (the object's own id stays on its first piece).  The table is written
+    last: a cancelled export leaves frames without it.
 
 TIFFs are deflate-compressed (what Fiji calls ZIP; a 480p mask takes ~3 KiB instead of
 800).  Frames are read and written one at a time, so a 10,000-frame video needs the memory of one
@@ -32,10 +40,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EXPORT_FORMATS", "export_masks", "export_paths", "davis_palette"]
+__all__ = ["EXPORT_FORMATS", "export_masks", "export_paths", "davis_palette", "ctc_tracks"]
 
 #: the layouts :func:`export_masks` writes
-EXPORT_FORMATS = ("png", "tif", "tif-stack")
+EXPORT_FORMATS = ("png", "tif", "tif-stack", "ctc")
+
+#: the lineage table of a ``ctc`` export
+CTC_TRACKS = "res_track.txt"
 
 _PART = ".part"
 _TIFF_COMPRESSION = "zlib"
@@ -74,13 +85,15 @@ def export_paths(folder: str | os.PathLike, fmt: str, n_frames: int,
     digits = max(5 if fmt == "png" else 3, len(str(max(n_frames - 1, 0))))
     if fmt == "png":
         return [folder / f"{t:0{digits}d}.png" for t in frames]
-    return [folder / f"mask{t:0{digits}d}.tif" for t in frames]
+    masks = [folder / f"mask{t:0{digits}d}.tif" for t in frames]
+    return masks + [folder / CTC_TRACKS] if fmt == "ctc" else masks
 
 
 def export_masks(labels: Any, folder: str | os.PathLike, fmt: str = "png", *,
                  start: int | None = None, stop: int | None = None, max_id: int | None = None,
                  overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
-                 cancel: Callable[[], bool] | threading.Event | None = None) -> list[Path]:
+                 cancel: Callable[[], bool] | threading.Event | None = None,
+                 parents: dict[int, int] | None = None) -> list[Path]:
     """Write the masks of frames ``[start, stop)`` into ``folder`` (see the module's layouts).
 
     Parameters
@@ -90,7 +103,7 @@ def export_masks(labels: Any, folder: str | os.PathLike, fmt: str = "png", *,
         frame at a time.
     folder : path
         Created when missing.
-    fmt : {"png", "tif", "tif-stack"}
+    fmt : {"png", "tif", "tif-stack", "ctc"}
     start, stop : int, optional
         Frame range (default: every frame).  File names keep the frame's index.
     max_id : int, optional
@@ -101,8 +114,10 @@ def export_masks(labels: Any, folder: str | os.PathLike, fmt: str = "png", *,
         error and nothing is written.
     progress : callable(done, total), optional
     cancel : callable returning bool, or threading.Event, optional
-        Stops after the current frame: the frames written so far stay (``png`` / ``tif``); an
-        unfinished ``tif-stack`` is removed.
+        Stops after the current frame: the frames written so far stay (``png`` / ``tif`` /
+        ``ctc``, without its table); an unfinished ``tif-stack`` is removed.
+    parents : dict, optional
+        ``ctc``: object id -> the id of the object it divided from (a session's lineage).
 
     Returns
     -------
@@ -133,32 +148,131 @@ def export_masks(labels: Any, folder: str | os.PathLike, fmt: str = "png", *,
         raise ValueError(f"no frames to export: start={start}, stop={stop} of {n} frames")
     frames = range(start, stop)
     is_cancelled = _cancel_check(cancel)
-    if max_id is None:
-        max_id = _largest_id(labels, frames, is_cancelled)
-    out_type = _pixel_type(fmt, int(max_id))
     folder = Path(folder)
     paths = export_paths(folder, fmt, n, frames)
     _prepare_folder(folder, paths, overwrite)
+    renames: dict[int, dict[int, int]] = {}
+    if fmt == "ctc":
+        present = _ids_per_frame(labels, frames, is_cancelled, progress)
+        if is_cancelled():
+            return []
+        tracks, renames = ctc_tracks(present, parents or {})
+        max_id = max((row[0] for row in tracks), default=0)
+    elif max_id is None:
+        max_id = _largest_id(labels, frames, is_cancelled)
+    out_type = _pixel_type(fmt, int(max_id))
 
     def frame(t: int) -> np.ndarray:
         m = np.asarray(labels[t])
+        if t in renames:
+            from .store import relabel
+
+            m = relabel(m, renames[t])
         if m.size and (m.min() < 0 or m.max() > np.iinfo(out_type).max):
             raise ValueError(f"frame {t} holds object id {int(m.min() if m.min() < 0 else m.max())}, "
                              f"outside what the {fmt} export of this video stores (0..{np.iinfo(out_type).max})")
         return m.astype(out_type, copy=False)
 
     total = len(frames)
+    if fmt == "ctc" and progress is not None:  # (the frames were read once already: half the work)
+        report = progress
+
+        def progress(done: int, _total: int) -> None:
+            report(total + done, 2 * total)
+
     if fmt == "tif-stack":
         return _write_stack(paths[0], frame, frames, shape[1:], out_type, progress, is_cancelled)
     written = []
     for k, (t, path) in enumerate(zip(frames, paths)):
         if is_cancelled():
-            break
+            return written
         _write_atomically(path, frame(t), fmt)
         written.append(path)
         if progress is not None:
             progress(k + 1, total)
+    if fmt == "ctc":
+        with _atomic(paths[-1]) as part:
+            part.write_text("".join(f"{label} {b} {e} {parent}\n" for label, b, e, parent in tracks))
+        written.append(paths[-1])
     return written
+
+
+def ctc_tracks(present: dict[int, list[int]], parents: dict[int, int]
+               ) -> tuple[list[tuple[int, int, int, int]], dict[int, dict[int, int]]]:
+    """Cell Tracking Challenge tracks of objects seen on frames ``present[id]``.
+
+    Parameters
+    ----------
+    present : dict
+        Object id -> the frames it is on (sorted or not).
+    parents : dict
+        Object id -> the id it divided from (ids absent from ``present`` are ignored).
+
+    Returns
+    -------
+    tracks : list of (label, begin, end, parent)
+        One per unbroken piece of an object's presence, sorted by label: an object is cut where
+        it is missing for a frame or more and where a daughter of it begins (the CTC wants a
+        parent ended before its daughters begin).  Its first piece keeps its id; every later
+        piece gets a new label (above every id) whose parent is the piece before.  A daughter's
+        parent is the parent's last piece ended before the daughter begins (0 when none).
+    renames : dict
+        Frame -> {object id: label} for the frames of the later pieces.
+    """
+    frames_of = {int(k): np.unique(np.asarray(v, dtype=np.int64)) for k, v in present.items() if k != 0 and len(v)}
+    births = {k: int(f[0]) for k, f in frames_of.items()}
+    cuts: dict[int, set[int]] = {}
+    for child, parent in parents.items():
+        child, parent = int(child), int(parent or 0)
+        if child in frames_of and parent in frames_of and parent != child:
+            cuts.setdefault(parent, set()).add(births[child])
+    next_label = max(frames_of, default=0) + 1
+    pieces: dict[int, list[list[int]]] = {}  # id -> [[begin, end, label], ...]
+    for k in sorted(frames_of):
+        f = frames_of[k]
+        gaps = np.flatnonzero(np.diff(f) > 1)
+        runs = list(zip([int(f[0])] + f[gaps + 1].tolist(), f[gaps].tolist() + [int(f[-1])]))
+        for b in sorted(cuts.get(k, ())):
+            runs = [part for s, e in runs
+                    for part in (((s, b - 1), (b, e)) if s < b <= e else ((s, e),))]
+        pieces[k] = []
+        for s, e in runs:
+            pieces[k].append([s, e, k if not pieces[k] else next_label])
+            if len(pieces[k]) > 1:
+                next_label += 1
+    tracks, renames = [], {}
+    for k, runs in pieces.items():
+        p = int(parents.get(k) or 0)
+        before = [r for r in pieces.get(p, []) if r[1] < births[k]] if p != k else []
+        parent_label = before[-1][2] if before else 0
+        for s, e, label in runs:
+            tracks.append((label, s, e, parent_label))
+            parent_label = label
+            if label != k:
+                for t in range(s, e + 1):
+                    renames.setdefault(t, {})[k] = label
+    return sorted(tracks), renames
+
+
+def _ids_per_frame(labels: Any, frames: range, is_cancelled: Callable[[], bool],
+                   progress: Callable[[int, int], None] | None) -> dict[int, list[int]]:
+    """Object id -> the frames (of ``frames``) it is on, reading one frame at a time (the first
+    half of the progress)."""
+    from .store import label_ids
+
+    present: dict[int, list[int]] = {}
+    for k, t in enumerate(frames):
+        if is_cancelled():
+            break
+        m = np.asarray(labels[t])
+        if m.size and m.min() < 0:
+            raise ValueError(f"frame {t} holds a negative object id ({int(m.min())})")
+        for i in label_ids(m):
+            if i:
+                present.setdefault(int(i), []).append(t)
+        if progress is not None:
+            progress(k + 1, 2 * len(frames))
+    return present
 
 
 def _check_format(fmt: str) -> None:

@@ -120,6 +120,10 @@ class Session:
         with self._id_lock:  # propagation threads may be adding objects (daughters, proposals)
             return self.store.objects
 
+    def lineage(self) -> dict[int, int]:
+        """Object id -> the id of the object it divided from (objects with a parent only)."""
+        return {oid: int(obj["parent"]) for oid, obj in self.objects.items() if obj.get("parent")}
+
     @property
     def proposals(self) -> dict[int, tuple[int, int]]:
         """Proposed objects (unclaimed foreground found by propagation, not yet named or
@@ -412,7 +416,8 @@ class Session:
                      stop: int | None = None, overwrite: bool = False, progress: ProgressFn | None = None,
                      cancel: CancelFn | None = None) -> list[Path]:
         """Write the masks as per-frame PNGs (``png``, DAVIS layout), per-frame TIFFs (``tif``,
-        Cell Tracking Challenge layout) or one multi-page TIFF (``tif-stack``), frame by frame.
+        Cell Tracking Challenge layout), one multi-page TIFF (``tif-stack``) or a Cell Tracking
+        Challenge result with its lineage table (``ctc``: ``res_track.txt``), frame by frame.
 
         Files of the same names already in ``folder`` are an error unless ``overwrite``; see
         :func:`napari_ivoma.engine.export.export_masks` for the layouts and the other arguments.
@@ -423,7 +428,8 @@ class Session:
         with self._lock:
             max_id = max(self.store.objects, default=0)
             return export_masks(self.labels, folder, fmt, start=start, stop=stop, max_id=max_id,
-                                overwrite=overwrite, progress=progress, cancel=cancel)
+                                overwrite=overwrite, progress=progress, cancel=cancel,
+                                parents=self.lineage())
 
     def undo(self) -> int:
         """Revert the last add_scribbles/set_labels and what propagation did after it.
