@@ -220,7 +220,7 @@ def test_ctc_export_cuts_tracks_where_an_object_is_missing_or_divides(tmp_path):
     lab[5:, 12:16, 2:6] = 2             # 1 goes on as the other daughter (the session's way)
     lab[:3, 2:6, 20:24] = 3             # object 3 leaves the frame on 3-4 and comes back
     lab[5:, 2:6, 20:24] = 3
-    paths = export_masks(lab, tmp_path / "ctc", "ctc", parents={2: 1})
+    paths = export_masks(lab, tmp_path / "ctc", "ctc", objects={2: {"parent": 1}})
     assert paths[-1].name == "res_track.txt" and len(paths) == 11
     tracks = assert_valid_ctc_result(tmp_path / "ctc", 10)
     assert tracks.tolist() == [[1, 0, 4, 0], [2, 5, 9, 1], [3, 0, 2, 0], [4, 5, 9, 1], [5, 5, 9, 3]]
@@ -273,7 +273,36 @@ def test_ctc_export_of_the_ground_truth_gives_back_its_lineage_table(tmp_path):
     masks = np.stack([read_mask(p)[0] for p in sorted((SIM / "masks").glob("man_seg*.tif"))])
     truth = np.loadtxt(SIM / "man_track.txt", dtype=np.int64, ndmin=2)
     parents = {int(k): int(p) for k, _, _, p in truth if p}
-    paths = export_masks(masks, tmp_path / "res", "ctc", parents=parents)
+    paths = export_masks(masks, tmp_path / "res", "ctc", objects={k: {"parent": p} for k, p in parents.items()})
     tracks = assert_valid_ctc_result(tmp_path / "res", len(masks))
     assert tracks.tolist() == sorted(truth.tolist())
     np.testing.assert_array_equal(read_back(paths[:-1]), masks)
+
+
+def test_csv_table_measures_every_object_on_every_frame(tmp_path):
+    lab = np.zeros((3, 20, 30), np.uint32)
+    lab[0, 2:6, 4:10] = 1                       # 4 x 6 box
+    lab[1, 2:6, 4:10] = 1
+    lab[1, 10:13, 20:21] = 7                    # 3 x 1
+    lab[2, 0:1, 0:2] = 2**31 - 1                # the largest id the store allows
+    objects = {1: {"name": "mother", "parent": None}, "7": {"name": "object 7", "parent": 1}}
+    [path] = export_masks(lab, tmp_path / "t", "csv", objects=objects)
+    assert path.name == "objects.csv"
+    import csv
+
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["frame"], r["object_id"]) for r in rows] == [("0", "1"), ("1", "1"), ("1", "7"), ("2", str(2**31 - 1))]
+    first, seven = rows[0], rows[2]
+    assert (first["name"], first["parent"], first["area"]) == ("mother", "", "24")
+    assert (float(first["centroid_row"]), float(first["centroid_col"])) == (3.5, 6.5)
+    assert [int(first[k]) for k in ("bbox_row_start", "bbox_col_start", "bbox_row_stop", "bbox_col_stop")] == [2, 4, 6, 10]
+    assert (seven["name"], seven["parent"], seven["area"], seven["centroid_row"]) == ("object 7", "1", "3", "11.00")
+    assert rows[3]["area"] == "2" and rows[3]["name"] == ""
+
+
+def test_cancelled_csv_export_leaves_nothing(tmp_path):
+    stop = threading.Event()
+    paths = export_masks(labels_video(n=6), tmp_path / "c", "csv", progress=lambda k, n: k == 2 and stop.set(),
+                         cancel=stop)
+    assert paths == [] and not any((tmp_path / "c").iterdir())

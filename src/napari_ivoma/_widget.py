@@ -132,7 +132,8 @@ class AnnotatorWidget(Container):
                     "tif: one 16-bit TIFF per frame (mask000.tif, ...: Cell Tracking Challenge layout)\n"
                     "tif-stack: one multi-page TIFF (masks.tif) that Fiji opens as a stack\n"
                     "ctc: a Cell Tracking Challenge result: mask000.tif, ... and the lineage table\n"
-                    "res_track.txt (an object missing for some frames or divided gets a new label after)")
+                    "res_track.txt (an object missing for some frames or divided gets a new label after)\n"
+                    "csv: one table (objects.csv): each object's area, centroid and box on every frame")
         self.export_button = PushButton(
             text="Export masks ...",
             tooltip="Write every frame's masks into a folder you choose, in the format on the left "
@@ -396,8 +397,9 @@ class AnnotatorWidget(Container):
     def _on_exported(self, result: tuple) -> None:
         folder, fmt, paths, cancelled = result
         n = self.session.n_frames if self.session is not None else len(paths)
-        if fmt == "tif-stack":
-            text = (f"export cancelled: the unfinished {folder / 'masks.tif'} is not kept" if cancelled
+        if fmt in ("tif-stack", "csv"):
+            name = "masks.tif" if fmt == "tif-stack" else "objects.csv"
+            text = (f"export cancelled: the unfinished {folder / name} is not kept" if cancelled
                     else f"exported {n} frames to {paths[0]}")
         else:
             text = (f"export cancelled: {len(paths)} of {n} frames written to {folder}"

@@ -150,11 +150,13 @@ def main(argv: list[str] | None = None) -> int:
                                    "(mask000.tif, ...: Cell Tracking Challenge layout), tif-stack = one "
                                    "multi-page TIFF (masks.tif) that Fiji opens as a stack, ctc = a Cell "
                                    "Tracking Challenge result (mask000.tif, ... and the lineage table "
-                                   "res_track.txt; tracks are cut where an object is missing or divides).")
+                                   "res_track.txt; tracks are cut where an object is missing or divides), "
+                                   "csv = one table (objects.csv) of every object's area, centroid and box "
+                                   "per frame.")
     e.add_argument("store", type=Path, help="the mask store (a .ivoma.zarr folder)")
     e.add_argument("folder", type=Path, help="where the files go (created when missing)")
     # (engine.export.EXPORT_FORMATS, spelt out: importing the engine here costs every command ~1 s)
-    e.add_argument("--format", choices=["png", "tif", "tif-stack", "ctc"], default="png")
+    e.add_argument("--format", choices=["png", "tif", "tif-stack", "ctc", "csv"], default="png")
     e.add_argument("--start", type=int, default=None, help="first frame (default 0)")
     e.add_argument("--stop", type=int, default=None, help="frame after the last (default: all)")
     e.add_argument("--overwrite", action="store_true", help="replace files of the same names in the folder")
@@ -200,11 +202,10 @@ def _export(args: argparse.Namespace) -> int:
     if g is None:
         return 2
     max_id = max((int(k) for k in attrs["objects"]), default=0)
-    parents = {int(k): int(o["parent"]) for k, o in attrs["objects"].items() if o.get("parent")}
     try:
         paths = export_masks(g["labels"], args.folder, args.format, start=args.start, stop=args.stop,
                              max_id=max_id, overwrite=args.overwrite,
-                             progress=_progress_bar(f"export {args.format}"), parents=parents)
+                             progress=_progress_bar(f"export {args.format}"), objects=attrs["objects"])
     except (ValueError, OSError) as exc:
         hint = " (--overwrite)" if isinstance(exc, FileExistsError) and args.folder.is_dir() else ""
         print(f"export failed: {exc}{hint}", file=sys.stderr)

@@ -40,13 +40,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EXPORT_FORMATS", "export_masks", "export_paths", "davis_palette", "ctc_tracks"]
+__all__ = ["EXPORT_FORMATS", "export_masks", "export_paths", "davis_palette", "ctc_tracks", "object_measurements"]
 
 #: the layouts :func:`export_masks` writes
-EXPORT_FORMATS = ("png", "tif", "tif-stack", "ctc")
+EXPORT_FORMATS = ("png", "tif", "tif-stack", "ctc", "csv")
 
 #: the lineage table of a ``ctc`` export
 CTC_TRACKS = "res_track.txt"
+#: the table of a ``csv`` export
+CSV_TABLE = "objects.csv"
+CSV_COLUMNS = ("frame", "object_id", "name", "parent", "area", "centroid_row", "centroid_col",
+               "bbox_row_start", "bbox_col_start", "bbox_row_stop", "bbox_col_stop")
 
 _PART = ".part"
 _TIFF_COMPRESSION = "zlib"
@@ -81,6 +85,8 @@ def export_paths(folder: str | os.PathLike, fmt: str, n_frames: int,
     _check_format(fmt)
     if fmt == "tif-stack":
         return [folder / "masks.tif"]
+    if fmt == "csv":
+        return [folder / CSV_TABLE]
     frames = range(n_frames) if frames is None else frames
     digits = max(5 if fmt == "png" else 3, len(str(max(n_frames - 1, 0))))
     if fmt == "png":
@@ -93,7 +99,7 @@ def export_masks(labels: Any, folder: str | os.PathLike, fmt: str = "png", *,
                  start: int | None = None, stop: int | None = None, max_id: int | None = None,
                  overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
                  cancel: Callable[[], bool] | threading.Event | None = None,
-                 parents: dict[int, int] | None = None) -> list[Path]:
+                 objects: dict[int, dict] | None = None) -> list[Path]:
     """Write the masks of frames ``[start, stop)`` into ``folder`` (see the module's layouts).
 
     Parameters
@@ -103,7 +109,7 @@ def export_masks(labels: Any, folder: str | os.PathLike, fmt: str = "png", *,
         frame at a time.
     folder : path
         Created when missing.
-    fmt : {"png", "tif", "tif-stack", "ctc"}
+    fmt : {"png", "tif", "tif-stack", "ctc", "csv"}
     start, stop : int, optional
         Frame range (default: every frame).  File names keep the frame's index.
     max_id : int, optional
@@ -115,9 +121,10 @@ def export_masks(labels: Any, folder: str | os.PathLike, fmt: str = "png", *,
     progress : callable(done, total), optional
     cancel : callable returning bool, or threading.Event, optional
         Stops after the current frame: the frames written so far stay (``png`` / ``tif`` /
-        ``ctc``, without its table); an unfinished ``tif-stack`` is removed.
-    parents : dict, optional
-        ``ctc``: object id -> the id of the object it divided from (a session's lineage).
+        ``ctc``, without its table); an unfinished ``tif-stack`` or ``csv`` is removed.
+    objects : dict, optional
+        The session's object table, id -> {"name": ..., "parent": the id it divided from or
+        None, ...}: ``ctc`` takes the daughters' parents from it, ``csv`` names and parents.
 
     Returns
     -------
@@ -151,12 +158,14 @@ def export_masks(labels: Any, folder: str | os.PathLike, fmt: str = "png", *,
     folder = Path(folder)
     paths = export_paths(folder, fmt, n, frames)
     _prepare_folder(folder, paths, overwrite)
+    if fmt == "csv":
+        return _write_table(paths[0], labels, frames, objects or {}, progress, is_cancelled)
     renames: dict[int, dict[int, int]] = {}
     if fmt == "ctc":
         present = _ids_per_frame(labels, frames, is_cancelled, progress)
         if is_cancelled():
             return []
-        tracks, renames = ctc_tracks(present, parents or {})
+        tracks, renames = ctc_tracks(present, _parents(objects))
         max_id = max((row[0] for row in tracks), default=0)
     elif max_id is None:
         max_id = _largest_id(labels, frames, is_cancelled)
@@ -252,6 +261,59 @@ def ctc_tracks(present: dict[int, list[int]], parents: dict[int, int]
                 for t in range(s, e + 1):
                     renames.setdefault(t, {})[k] = label
     return sorted(tracks), renames
+
+
+def _parents(objects: dict[int, dict] | None) -> dict[int, int]:
+    return {int(k): int(o["parent"]) for k, o in (objects or {}).items() if o.get("parent")}
+
+
+def object_measurements(labels: np.ndarray) -> list[tuple[int, int, float, float, int, int, int, int]]:
+    """Per object of one (H, W) label image: (id, area, centroid row, centroid col, bounding
+    box row start, col start, row stop, col stop), sorted by id; pixel units."""
+    from scipy import ndimage as ndi
+
+    from .store import label_ids
+
+    m = np.asarray(labels)
+    ids = [k for k in label_ids(m) if k]
+    if not ids:
+        return []
+    dense = np.searchsorted(np.asarray([0] + ids), m.ravel()).reshape(m.shape).astype(np.int32)
+    n = len(ids) + 1
+    rows, cols = np.indices(m.shape, dtype=np.float64)
+    area = np.bincount(dense.ravel(), minlength=n)
+    cy = np.bincount(dense.ravel(), rows.ravel(), minlength=n) / np.maximum(area, 1)
+    cx = np.bincount(dense.ravel(), cols.ravel(), minlength=n) / np.maximum(area, 1)
+    boxes = ndi.find_objects(dense)
+    return [(int(k), int(area[j]), float(cy[j]), float(cx[j]),
+             boxes[j - 1][0].start, boxes[j - 1][1].start, boxes[j - 1][0].stop, boxes[j - 1][1].stop)
+            for j, k in enumerate(ids, start=1)]
+
+
+def _write_table(path: Path, labels: Any, frames: range, objects: dict[int, dict], progress,
+                 is_cancelled: Callable[[], bool]) -> list[Path]:
+    import csv
+
+    try:
+        with _atomic(path) as part, open(part, "w", newline="", encoding="utf-8") as fh:
+            out = csv.writer(fh)
+            out.writerow(CSV_COLUMNS)
+            for k, t in enumerate(frames):
+                if is_cancelled():
+                    raise _Cancelled
+                m = np.asarray(labels[t])
+                if m.size and m.min() < 0:
+                    raise ValueError(f"frame {t} holds a negative object id ({int(m.min())})")
+                for oid, area, cy, cx, r0, c0, r1, c1 in object_measurements(m):
+                    obj = objects.get(oid) or objects.get(str(oid)) or {}  # (a store's keys are str)
+                    parent = obj.get("parent")
+                    out.writerow((t, oid, obj.get("name", ""), "" if parent is None else int(parent), area,
+                                  f"{cy:.2f}", f"{cx:.2f}", r0, c0, r1, c1))
+                if progress is not None:
+                    progress(k + 1, len(frames))
+    except _Cancelled:
+        return []
+    return [path]
 
 
 def _ids_per_frame(labels: Any, frames: range, is_cancelled: Callable[[], bool],

@@ -417,7 +417,8 @@ class Session:
                      cancel: CancelFn | None = None) -> list[Path]:
         """Write the masks as per-frame PNGs (``png``, DAVIS layout), per-frame TIFFs (``tif``,
         Cell Tracking Challenge layout), one multi-page TIFF (``tif-stack``) or a Cell Tracking
-        Challenge result with its lineage table (``ctc``: ``res_track.txt``), frame by frame.
+        Challenge result with its lineage table (``ctc``: ``res_track.txt``), frame by frame, or
+        a table of every object's area, centroid and box per frame (``csv``: ``objects.csv``).
 
         Files of the same names already in ``folder`` are an error unless ``overwrite``; see
         :func:`napari_ivoma.engine.export.export_masks` for the layouts and the other arguments.
@@ -429,7 +430,7 @@ class Session:
             max_id = max(self.store.objects, default=0)
             return export_masks(self.labels, folder, fmt, start=start, stop=stop, max_id=max_id,
                                 overwrite=overwrite, progress=progress, cancel=cancel,
-                                parents=self.lineage())
+                                objects=self.objects)
 
     def undo(self) -> int:
         """Revert the last add_scribbles/set_labels and what propagation did after it.
