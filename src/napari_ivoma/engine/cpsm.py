@@ -884,14 +884,28 @@ def _segment_coarse(
     hard_bg = fixed | (strokes == 0) | (strokes > 0) & ~hard_fg
     u_fg[hard_bg] = _HARD
     u_bg[hard_fg] = _HARD
-    base = cv2.GaussianBlur(base_channels(img), (0, 0), 0.5).reshape(h, w, -1)
-    fg2 = cut(u_fg, u_bg, base, p.smooth, band & ~hard_fg & ~hard_bg)
-    # band pixels take the label of the nearest coarse object pixel
-    core = fg & ~band
-    if not core.any():
-        core = fg
-    _, idx = ndi.distance_transform_edt(~core, return_indices=True)
-    out = np.where(fg2, lab[idx[0], idx[1]], 0).astype(np.uint32)
+    free = band & ~hard_fg & ~hard_bg
+    fg2 = ~free & (u_fg < u_bg)  # (what the cut keeps outside the free pixels)
+    if free.any():
+        # the cut's window (the box of its free pixels, + 1) and the 2 px the blur reaches: a
+        # 4K frame's colours are converted and blurred there only, with the same values
+        win = _bounding_box(free, 4)
+        if img.shape[2] == 1:  # (grey channels are stretched by the whole frame's percentiles)
+            base = cv2.GaussianBlur(base_channels(img), (0, 0), 0.5).reshape(h, w, -1)[win]
+        else:
+            base = cv2.GaussianBlur(base_channels(img[win]), (0, 0), 0.5).reshape(u_fg[win].shape + (-1,))
+        fg2[win] = cut(u_fg[win], u_bg[win], base, p.smooth, free[win])
+    ids = [int(k) for k in np.unique(lab_s) if k]  # (the upsampled labels hold the same ids)
+    if len(ids) == 1:
+        out = np.where(fg2, ids[0], 0).astype(np.uint32)
+    else:  # band pixels take the label of the nearest coarse object pixel (all in the box of fg and band)
+        core = fg & ~band
+        if not core.any():
+            core = fg
+        box = _bounding_box(fg | band)
+        _, idx = ndi.distance_transform_edt(~core[box], return_indices=True)
+        out = np.zeros((h, w), np.uint32)
+        out[box] = np.where(fg2[box], lab[box][idx[0], idx[1]], 0)
     out[hard_fg] = strokes[hard_fg].astype(np.uint32)
     return out
 

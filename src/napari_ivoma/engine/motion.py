@@ -60,6 +60,7 @@ class FlowCache:
         self._lock = threading.Lock()
         self._local = threading.local()
         self.computed = 0
+        self._inputs: OrderedDict[tuple[int, tuple[int, int]], np.ndarray] = OrderedDict()  # DIS's grey frames
 
     def _dis(self):
         dis = getattr(self._local, "dis", None)
@@ -68,6 +69,24 @@ class FlowCache:
             self._local.dis = dis
         return dis
 
+    def _input(self, t: int, size: tuple[int, int] | None) -> np.ndarray:
+        """Frame ``t`` in grey, shrunk to ``size`` (None: as it is); the last few are kept
+        (a frame is one end of the flow to each of its neighbours)."""
+        key = (int(t), size)
+        with self._lock:
+            if key in self._inputs:
+                self._inputs.move_to_end(key)
+                return self._inputs[key]
+        if size is None:
+            img = self._gray(t)
+        else:
+            img = cv2.resize(self._input(t, None), size, interpolation=cv2.INTER_AREA)
+        with self._lock:
+            self._inputs[key] = img
+            while len(self._inputs) > 6:
+                self._inputs.popitem(last=False)
+        return img
+
     def flow(self, dst: int, src: int) -> np.ndarray:
         """Flow from frame ``dst`` to frame ``src`` ((H, W, 2) float32, dx/dy)."""
         key = (int(dst), int(src))
@@ -75,18 +94,17 @@ class FlowCache:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key].astype(np.float32) * np.float32(1.0 / _FIXED)
-        a, b = self._gray(dst), self._gray(src)
+        a = self._input(dst, None)
         h, w = a.shape
         scale = min(1.0, max(self.scale, self.min_size / max(h, w)))
         if scale < 1.0:
             size = (max(8, round(w * scale)), max(8, round(h * scale)))
-            small = self._dis().calc(cv2.resize(a, size, interpolation=cv2.INTER_AREA),
-                                     cv2.resize(b, size, interpolation=cv2.INTER_AREA), None)
+            small = self._dis().calc(self._input(dst, size), self._input(src, size), None)
             f = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
             f[..., 0] *= w / size[0]
             f[..., 1] *= h / size[1]
         else:
-            f = self._dis().calc(a, b, None)
+            f = self._dis().calc(a, self._input(src, None), None)
         self.computed += 1
         packed = np.clip(f * _FIXED, -32767, 32767).astype(np.int16)
         with self._lock:
