@@ -1,6 +1,6 @@
 """Export a mask video as files other tools read, one frame at a time.
 
-Three layouts:
+The layouts:
 
 ``png``
     One PNG per frame, ``00000.png``, ``00001.png``, ... (the DAVIS layout): a palette PNG
@@ -157,11 +157,11 @@ def export_masks(labels: Any, folder: str | os.PathLike, fmt: str = "png", *,
     is_cancelled = _cancel_check(cancel)
     folder = Path(folder)
     paths = export_paths(folder, fmt, n, frames)
-    _prepare_folder(folder, paths, overwrite)
     if fmt == "csv":
+        _prepare_folder(folder, paths, overwrite)
         return _write_table(paths[0], labels, frames, objects or {}, progress, is_cancelled)
     renames: dict[int, dict[int, int]] = {}
-    if fmt == "ctc":
+    if fmt == "ctc":  # (frames read once before anything is written: their ids, checked)
         present = _ids_per_frame(labels, frames, is_cancelled, progress)
         if is_cancelled():
             return []
@@ -170,12 +170,13 @@ def export_masks(labels: Any, folder: str | os.PathLike, fmt: str = "png", *,
     elif max_id is None:
         max_id = _largest_id(labels, frames, is_cancelled)
     out_type = _pixel_type(fmt, int(max_id))
+    _prepare_folder(folder, paths, overwrite)
+    if renames:
+        from .store import relabel
 
     def frame(t: int) -> np.ndarray:
         m = np.asarray(labels[t])
         if t in renames:
-            from .store import relabel
-
             m = relabel(m, renames[t])
         if m.size and (m.min() < 0 or m.max() > np.iinfo(out_type).max):
             raise ValueError(f"frame {t} holds object id {int(m.min() if m.min() < 0 else m.max())}, "
@@ -245,10 +246,9 @@ def ctc_tracks(present: dict[int, list[int]], parents: dict[int, int]
             runs = [part for s, e in runs
                     for part in (((s, b - 1), (b, e)) if s < b <= e else ((s, e),))]
         pieces[k] = []
-        for s, e in runs:
-            pieces[k].append([s, e, k if not pieces[k] else next_label])
-            if len(pieces[k]) > 1:
-                next_label += 1
+        for i, (s, e) in enumerate(runs):
+            pieces[k].append([s, e, k if i == 0 else next_label])
+            next_label += i > 0
     tracks, renames = [], {}
     for k, runs in pieces.items():
         p = int(parents.get(k) or 0)
@@ -278,16 +278,14 @@ def object_measurements(labels: np.ndarray) -> list[tuple[int, int, float, float
     ids = [k for k in label_ids(m) if k]
     if not ids:
         return []
-    dense = np.searchsorted(np.asarray([0] + ids), m.ravel()).reshape(m.shape).astype(np.int32)
-    n = len(ids) + 1
-    rows, cols = np.indices(m.shape, dtype=np.float64)
-    area = np.bincount(dense.ravel(), minlength=n)
-    cy = np.bincount(dense.ravel(), rows.ravel(), minlength=n) / np.maximum(area, 1)
-    cx = np.bincount(dense.ravel(), cols.ravel(), minlength=n) / np.maximum(area, 1)
-    boxes = ndi.find_objects(dense)
-    return [(int(k), int(area[j]), float(cy[j]), float(cx[j]),
-             boxes[j - 1][0].start, boxes[j - 1][1].start, boxes[j - 1][0].stop, boxes[j - 1][1].stop)
-            for j, k in enumerate(ids, start=1)]
+    # ids 1..n in a compact image (ids go up to 2**31 - 1); then each object within its box
+    dense = np.searchsorted(np.asarray([0] + ids), m).astype(np.int32)
+    out = []
+    for j, (k, box) in enumerate(zip(ids, ndi.find_objects(dense)), start=1):
+        rows, cols = np.nonzero(dense[box] == j)
+        out.append((int(k), len(rows), box[0].start + float(rows.mean()), box[1].start + float(cols.mean()),
+                    box[0].start, box[1].start, box[0].stop, box[1].stop))
+    return out
 
 
 def _write_table(path: Path, labels: Any, frames: range, objects: dict[int, dict], progress,
