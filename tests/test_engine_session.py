@@ -10,6 +10,7 @@ from conftest import iou, moving_objects_clip
 
 from napari_ivoma.engine import Scribble, Session, StoreMismatchError
 from napari_ivoma.engine.cpsm import CPSMParams
+from napari_ivoma.engine.scribbles import rasterize_scribbles
 
 
 def _disk_scribble(labels: np.ndarray, oid: int) -> Scribble:
@@ -44,6 +45,9 @@ def test_bad_scribble_input_is_refused_clearly(clip):
         Scribble(1, np.zeros((3, 3)))
     with pytest.raises(ValueError, match="at most 2147483647"):
         Scribble(2**32, np.array([[1.0, 2.0]]))
+    for bad in (-1.0, np.nan, np.inf, [1.0, 2.0], "wide"):
+        with pytest.raises(ValueError, match="width"):
+            Scribble(1, np.array([[1.0, 2.0]]), bad)
     with pytest.raises(IndexError, match="out of range"):
         s.add_scribbles(len(frames), [Scribble(1, np.array([[5.0, 5.0]]))])
     with pytest.warns(UserWarning, match="outside"), pytest.raises(ValueError, match="outside"):
@@ -718,3 +722,28 @@ def test_a_proposed_object_after_the_largest_id_gets_the_smallest_free_id(clip):
     s.add_scribbles(3, [Scribble(2**31 - 1, _disk_scribble(gt[3], 1).points), _disk_scribble(gt[3], 2)])
     assert s._new_object() == 1  # (not 2**31, beyond the ids the engine accepts)
     assert s._new_object() == 3
+
+
+def test_a_painted_stroke_is_constrained_over_its_whole_width_and_kept(clip, tmp_path):
+    """A wide background stroke painted over part of an object: every pixel it covers ends up
+    background (not only its centre line), on this round and on the next one."""
+    frames, gt = clip
+    s = Session(frames, store=tmp_path / "w.ivoma.zarr")
+    rows, cols = np.nonzero(gt[0] == 1)
+    r0, c0 = int(np.median(rows)), int(np.median(cols))
+    obj = Scribble(1, [[r0, c0 - 3], [r0, c0 + 3]])
+    edge = int(cols.max())  # the object's right edge, painted over 8 px wide as background
+    bg = Scribble(0, [[rows.min(), edge], [rows.max(), edge]], width=8.0)
+    labels = s.add_scribbles(0, [obj, bg])
+    covered = rasterize_scribbles([bg], gt.shape[1:], 0) >= 0
+    assert covered.sum() > 6 * (rows.max() - rows.min()) and (gt[0][covered] == 1).any()
+    assert not labels[covered].any()
+    again = s.add_scribbles(0, [Scribble(1, [[r0 - 2, c0], [r0 + 2, c0]])])  # a later round keeps it
+    assert not again[covered].any()
+    reopened = Session(frames, store=tmp_path / "w.ivoma.zarr")
+    assert [sc.width for sc in reopened.scribbles(0)] == [0.0, 8.0, 0.0]
+    # a width per point (a brush stroke's) is kept too
+    tapered = Scribble(0, [[2, 2], [2, 20], [2, 40]], width=[2.0, 6.0, 3.5])
+    reopened.add_scribbles(1, [tapered, obj])
+    again = Session(frames, store=tmp_path / "w.ivoma.zarr").scribbles(1)[0]
+    np.testing.assert_allclose(again.width, [2.0, 6.0, 3.5])

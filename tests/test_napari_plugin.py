@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from scipy import ndimage as ndi
 
 from napari_ivoma._layers import (
     BRUSH_BACKGROUND,
@@ -388,6 +389,26 @@ def test_scribble_brush_layer_makes_mask(annotator, qtbot):
     assert {s.object_id for s in widget.session.scribbles(3)} == {0, 1, 2}
 
 
+def test_a_wide_brush_stroke_holds_every_pixel_it_painted(annotator):
+    viewer, widget, frames, truth = annotator
+    widget.start_session()
+    brush = widget.brush_layer
+    viewer.dims.current_step = (2, 0, 0)
+    widget.object_id.value = 1
+    brush.brush_size = 3
+    for c in range(20, 27, 2):  # a short stroke in the disc
+        brush.paint((22, c), 1)
+    widget.object_id.value = 0
+    brush.brush_size = 9
+    for r in range(8, 38, 2):  # background painted 9 px wide over the disc's right side
+        brush.paint((r, 30), BRUSH_BACKGROUND)
+    painted = np.asarray(brush.data) == BRUSH_BACKGROUND
+    assert (truth[2][painted] == 1).sum() > 60
+    labels = widget.scribbles_to_mask()
+    assert not labels[painted].any()
+    assert iou(labels == 1, (truth[2] == 1) & ~painted) > 0.8
+
+
 def test_store_of_another_video_is_refused(annotator, tmp_path):
     viewer, widget, frames, truth = annotator
     other = tmp_path / "other.ivoma.zarr"
@@ -500,6 +521,27 @@ def test_scribbles_from_brush_components():
         assert np.all(painted[r, c] == expected)
     with pytest.raises(ValueError, match="one"):
         scribbles_from_brush(np.zeros((2, 5, 5), np.uint32))
+
+
+@pytest.mark.parametrize("size", [1, 3, 9, 24])
+def test_every_painted_pixel_is_a_constraint(size):
+    # a brush stroke of ``size`` px along a curve: its scribbles cover every painted pixel and
+    # reach little beyond it: under 5% of its area, 3 px at most at a wide stroke's round ends
+    from napari_ivoma.engine.scribbles import rasterize_scribbles
+
+    rr, cc = np.mgrid[:120, :160]
+    painted = np.zeros((120, 160), np.uint32)
+    for t in np.linspace(0, 1, 200):
+        r, c = 30 + 60 * t, 20 + 120 * t + 20 * np.sin(6 * t)
+        painted[(rr - r) ** 2 + (cc - c) ** 2 <= (size / 2) ** 2] = 3
+    scribbles = scribbles_from_brush(painted)
+    covered = rasterize_scribbles(scribbles, painted.shape, 1) >= 0
+    assert covered[painted > 0].all()
+    beyond = ndi.distance_transform_edt(painted == 0)[covered]
+    if size > 3:  # (thin strokes are lines drawn 3 px wide, as the engine draws every line)
+        assert beyond.max() <= 3.0 and (beyond > 0).sum() <= 0.05 * (painted > 0).sum()
+    if size <= 1:
+        assert all(np.all(s.width == 0) for s in scribbles)  # a one-pixel line stays a line
 
 
 def test_brush_polylines_never_jump():

@@ -104,8 +104,11 @@ def scribbles_from_brush(painted: np.ndarray, background_value: int = BRUSH_BACK
     ``painted`` holds object ids as painted (0 = unpainted, ``k`` = object ``k``) and
     ``background_value`` for background strokes (object id 0).  Every painted connected component
     is thinned to its skeleton, and the skeleton is cut into chains of neighbouring pixels: one
-    Scribble (a polyline) per chain, so no segment of a polyline jumps across the frame.
+    Scribble (a polyline) per chain, so no segment of a polyline jumps across the frame.  Each
+    chain's ``width`` reaches every painted pixel nearest to it, so every painted pixel stays a
+    hard constraint (a thick brush stroke is more than its centre line).
     """
+    from scipy import ndimage as ndi
     from skimage.measure import label as connected
     from skimage.morphology import skeletonize
 
@@ -118,15 +121,41 @@ def scribbles_from_brush(painted: np.ndarray, background_value: int = BRUSH_BACK
             continue
         object_id = 0 if int(value) == int(background_value) else int(value)
         comps = connected(arr == value, connectivity=2)
-        for c in range(1, comps.max() + 1):
-            mask = comps == c
+        for c, box in enumerate(ndi.find_objects(comps), start=1):
+            # (in the component's box, one pixel wider so that the skeleton sees its border)
+            box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+            mask = comps[box] == c
             skel = skeletonize(mask)
             rc = np.argwhere(skel if skel.any() else mask)
-            for chain in skeleton_chains(rc):
-                if len(chain) > max_points:
-                    chain = chain[np.linspace(0, len(chain) - 1, max_points).astype(int)]
-                out.append(Scribble(object_id, chain.astype(float)))
+            chains = skeleton_chains(rc)
+            top_left = np.array([box[0].start, box[1].start])
+            for chain, radii in zip(chains, _chain_radii(mask, chains)):
+                if len(chain) > max_points:  # (each kept point takes the widest of those it stands for)
+                    keep = np.linspace(0, len(chain) - 1, max_points).astype(int)
+                    starts = np.concatenate([[0], (keep[:-1] + keep[1:]) // 2 + 1])
+                    chain, radii = chain[keep], np.maximum.reduceat(radii, starts)
+                width = 2.0 * radii if radii.max() > 1.0 else 0.0  # (a thin stroke stays a line)
+                out.append(Scribble(object_id, (chain + top_left).astype(float), width))
     return out
+
+
+def _chain_radii(mask: np.ndarray, chains: list[np.ndarray]) -> list[np.ndarray]:
+    """Per chain of skeleton pixels: at each of its pixels, the farthest distance of the
+    ``mask`` pixels nearest to it (0 where none is): discs of these radii along the chains cover
+    every pixel of ``mask``, and little beyond it."""
+    from scipy import ndimage as ndi
+
+    index = np.full(mask.shape, -1, np.int64)
+    flat = np.concatenate(chains) if chains else np.zeros((0, 2), np.int64)
+    index[flat[:, 0], flat[:, 1]] = np.arange(len(flat))  # (a pixel shared by chains: the last)
+    dist, (ir, ic) = ndi.distance_transform_edt(index < 0, return_indices=True)
+    rows, cols = np.nonzero(mask)
+    reach = np.zeros(len(flat))
+    np.maximum.at(reach, index[ir[rows, cols], ic[rows, cols]], dist[rows, cols])
+    # a pixel shared by chains gives its reach to each of them
+    reach = reach[index[flat[:, 0], flat[:, 1]]]
+    bounds = np.cumsum([0] + [len(c) for c in chains])
+    return [reach[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def skeleton_chains(pixels: np.ndarray) -> list[np.ndarray]:

@@ -521,7 +521,9 @@ class CPSMParams:
 def rasterize_control_points(
     scribbles: list[Scribble], shape: tuple[int, int], spacing: float = 4.0, radius: int = 1
 ) -> np.ndarray:
-    """Paint discs at the control points of ``scribbles`` (drawing order: later wins).
+    """Paint discs at the control points of ``scribbles`` (drawing order: later wins); a
+    painted stroke wider than the discs (``Scribble.width``) is painted whole: every pixel of it
+    is a constraint.
 
     Returns an (H, W) int32 raster with ``NO_LABEL`` where no control point is.
     """
@@ -536,6 +538,9 @@ def rasterize_control_points(
         ]
     )
     for s in scribbles:
+        if s.radius > radius:
+            out[rasterize_scribbles([s], shape, radius) >= 0] = s.object_id
+            continue
         cp = np.rint(control_points(s, spacing)).astype(np.int64)
         pts = (cp[:, None, :] + offs[None, :, :]).reshape(-1, 2)
         ok = (pts[:, 0] >= 0) & (pts[:, 0] < h) & (pts[:, 1] >= 0) & (pts[:, 1] < w)
@@ -857,7 +862,7 @@ def _segment_coarse(
     hs, ws = small.shape[:2]
     sy, sx = hs / h, ws / w
     f = np.array([sy, sx])
-    sscr = [Scribble(s.object_id, (s.points + 0.5) * f - 0.5) for s in scribbles]
+    sscr = [Scribble(s.object_id, (s.points + 0.5) * f - 0.5, s.width * float(f.mean())) for s in scribbles]
     sstrokes = rasterize_scribbles(sscr, (hs, ws), 1)
     snew = rasterize_scribbles([s for s in sscr if s.object_id in new], (hs, ws), 1) >= 0
     sprior = cv2.resize(prior, (ws, hs), interpolation=cv2.INTER_NEAREST)

@@ -38,10 +38,15 @@ class Scribble:
         0 for background, 1, 2, ... for objects.  A new id creates a new object.
     points : (N, 2) array of float
         (row, col) pixel coordinates along the stroke; N == 1 is a click.
+    width : float or (N,) array of float, optional
+        Width in pixels of a painted stroke (a brush), one for the whole stroke or one per
+        point (linear in between): every pixel within half the width of the polyline is the
+        stroke's, a hard constraint like the line itself.  0 (the default) is a thin line.
     """
 
     object_id: int
     points: np.ndarray = field(repr=False)
+    width: float | np.ndarray = field(default=0.0, repr=False)
 
     def __post_init__(self) -> None:
         oid = self.object_id
@@ -73,18 +78,47 @@ class Scribble:
             raise ValueError("Scribble points contain NaN or infinite coordinates")
         pts.setflags(write=False)
         object.__setattr__(self, "points", pts)
+        try:
+            width = np.asarray(self.width, dtype=float)
+        except (TypeError, ValueError):
+            width = np.array(np.nan)
+        if width.ndim not in (0, 1) or (width.ndim == 1 and width.shape != (len(pts),)) \
+                or not np.all(np.isfinite(width)) or np.any(width < 0):
+            raise ValueError(
+                f"Scribble width must be a finite number of pixels >= 0, or one per point "
+                f"({len(pts)}), got {self.width!r}"
+            )
+        if width.ndim == 0:
+            object.__setattr__(self, "width", float(width))
+        else:
+            width.setflags(write=False)
+            object.__setattr__(self, "width", width)
+
+    @property
+    def radii(self) -> np.ndarray:
+        """(N,) half-widths along the stroke (zeros for a thin line)."""
+        return np.broadcast_to(np.asarray(self.width, dtype=float) / 2.0, (len(self.points),))
+
+    @property
+    def radius(self) -> float:
+        """The largest half-width (0 for a thin line)."""
+        return float(np.max(self.width)) / 2.0
 
     def to_dict(self) -> dict:
         """JSON-friendly form (used by the mask store)."""
-        return {"object_id": self.object_id, "points": np.round(self.points, 2).tolist()}
+        d = {"object_id": self.object_id, "points": np.round(self.points, 2).tolist()}
+        if np.any(np.asarray(self.width) > 0):
+            d["width"] = round(self.width, 2) if np.ndim(self.width) == 0 else np.round(self.width, 2).tolist()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Scribble:
-        return cls(int(d["object_id"]), np.asarray(d["points"], dtype=float))
+        return cls(int(d["object_id"]), np.asarray(d["points"], dtype=float), d.get("width", 0.0))
 
 
 def _densify(points: np.ndarray, step: float = 0.5) -> np.ndarray:
-    """Points every ``step`` pixels along the polyline through ``points``."""
+    """Points every ``step`` pixels along the polyline through ``points`` (rows of (row, col,
+    ...): further columns are interpolated along)."""
     if len(points) == 1:
         return points.copy()
     seg = np.diff(points, axis=0)
@@ -103,7 +137,7 @@ def clip_scribble(scribble: Scribble, shape: tuple[int, int]) -> Scribble | None
     frame is kept even when its vertices lie outside.
     """
     h, w = shape
-    dense = _densify(scribble.points)
+    dense = _densify(np.column_stack([scribble.points, scribble.radii]))
     inside = (
         (dense[:, 0] >= -0.5) & (dense[:, 0] <= h - 0.5) & (dense[:, 1] >= -0.5) & (dense[:, 1] <= w - 0.5)
     )
@@ -115,10 +149,11 @@ def clip_scribble(scribble: Scribble, shape: tuple[int, int]) -> Scribble | None
         return None
     if inside.all():
         return scribble
-    pts = dense[inside]
+    pts = dense[inside, :2]
     pts[:, 0] = np.clip(pts[:, 0], 0, h - 1)
     pts[:, 1] = np.clip(pts[:, 1], 0, w - 1)
-    return Scribble(scribble.object_id, pts)
+    width = scribble.width if np.ndim(scribble.width) == 0 else 2.0 * dense[inside, 2]
+    return Scribble(scribble.object_id, pts, width)
 
 
 def control_points(scribble: Scribble, spacing: float = 4.0) -> np.ndarray:
@@ -160,25 +195,39 @@ def rasterize_scribbles(
         In drawing order: where strokes of two ids cross, the later stroke wins.
     shape : (H, W)
     radius : int
-        Half-width of the painted stroke in pixels (0 = one-pixel line).
+        Half-width of the painted stroke in pixels (0 = one-pixel line); a painted stroke
+        (``Scribble.width``) covers its own width when that is wider.
 
     Returns
     -------
     (H, W) int32 array: ``NO_LABEL`` (-1) where no stroke passes, otherwise the object id.
     """
-    h, w = shape
-    out = np.full((h, w), NO_LABEL, dtype=np.int32)
-    offs = [
-        (dr, dc)
-        for dr in range(-radius, radius + 1)
-        for dc in range(-radius, radius + 1)
-        if dr * dr + dc * dc <= radius * radius
-    ]
+    out = np.full(shape, NO_LABEL, dtype=np.int32)
     for s in scribbles:
-        dense = np.rint(_densify(s.points)).astype(np.int64)
-        for dr, dc in offs:
-            r = dense[:, 0] + dr
-            c = dense[:, 1] + dc
-            ok = (r >= 0) & (r < h) & (c >= 0) & (c < w)
-            out[r[ok], c[ok]] = s.object_id
+        if s.radius <= radius:  # a line (the same pixels as a stroke of constant width)
+            paint_disc_path(out, _densify(s.points), float(radius), s.object_id)
+            continue
+        dense = _densify(np.column_stack([s.points, s.radii]))
+        reach = np.maximum(np.ceil(dense[:, 2] * 4.0) / 4.0, float(radius))  # (in quarter pixels)
+        for r in np.unique(reach):
+            paint_disc_path(out, dense[reach == r, :2], float(r), s.object_id)
     return out
+
+
+def disc_offsets(radius: float) -> np.ndarray:
+    """(K, 2) integer offsets of the pixels within ``radius`` of a pixel (itself included)."""
+    r = int(np.floor(radius))
+    dr, dc = np.mgrid[-r:r + 1, -r:r + 1]
+    keep = dr * dr + dc * dc <= radius * radius + 1e-9
+    return np.stack([dr[keep], dc[keep]], axis=1)
+
+
+def paint_disc_path(out: np.ndarray, points: np.ndarray, radius: float, value: int) -> None:
+    """Set ``out`` to ``value`` within ``radius`` of every (row, col) point (rounded)."""
+    h, w = out.shape
+    pts = np.unique(np.rint(points).astype(np.int64), axis=0)
+    for dr, dc in disc_offsets(radius):
+        r = pts[:, 0] + dr
+        c = pts[:, 1] + dc
+        ok = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+        out[r[ok], c[ok]] = value

@@ -17,9 +17,11 @@ Group attributes ``ivoma``::
     format: 2
     objects:    {"<id>": {"name", "colour", "parent"}}
     references: {"<t>": {"kind": "user" | "auto", "revision", "scribbles": "<key>" | null}}
-    scribbles:  {"<key>": [{"object_id", "points": "r,c r,c ..."}]}: the scribbles of each user
-                reference (all strokes given on that frame, drawing order; points as one string of
-                "row,col" pairs, which zarr writes ~25x faster than nested lists), written once per
+    scribbles:  {"<key>": [{"object_id", "points": "r,c r,c ...", "width"}]}: the scribbles of each
+                user reference (all strokes given on that frame, drawing order; points as one string
+                of "row,col" pairs, which zarr writes ~25x faster than nested lists; "width" only for
+                a painted stroke wider than a line: a number, or one per point as one string),
+                written once per
                 change and shared by the reference and the undo steps that remember it (so the
                 undo history does not copy every stroke twenty times)
     revision:   global counter, bumped whenever a reference changes
@@ -414,8 +416,13 @@ class MaskStore:
 def _packed(stroke: dict) -> dict:
     """A scribble dict with its points as one "row,col row,col ..." string (2 decimals)."""
     pts = np.round(np.asarray(stroke["points"], dtype=float).reshape(-1, 2), 2)
-    return {"object_id": int(stroke["object_id"]),
-            "points": " ".join(f"{float(r)!r},{float(c)!r}" for r, c in pts)}
+    packed = {"object_id": int(stroke["object_id"]),
+              "points": " ".join(f"{float(r)!r},{float(c)!r}" for r, c in pts)}
+    width = stroke.get("width")
+    if width:  # a painted stroke's width, one or one per point (absent: a thin line)
+        packed["width"] = (float(width) if np.ndim(width) == 0
+                           else " ".join(f"{float(v)!r}" for v in np.round(np.asarray(width, dtype=float), 2)))
+    return packed
 
 
 def _unpacked(stroke: dict) -> dict:
@@ -423,7 +430,11 @@ def _unpacked(stroke: dict) -> dict:
     pts = stroke["points"]
     if isinstance(pts, str):
         pts = [[float(v) for v in pair.split(",")] for pair in pts.split()]
-    return {"object_id": int(stroke["object_id"]), "points": pts}
+    out = {"object_id": int(stroke["object_id"]), "points": pts}
+    width = stroke.get("width")
+    if width:
+        out["width"] = [float(v) for v in width.split()] if isinstance(width, str) else width
+    return out
 
 
 def _upgraded(attrs: dict) -> dict:
