@@ -111,6 +111,32 @@ def test_z_stack_over_time_is_refused_with_what_to_do(tmp_path):
         open_frames(path)
 
 
+def _write_ome_zarr(path, data, axes: str, version: str = "0.4"):
+    """A minimal OME-Zarr image (NGFF 0.4 on zarr v2, 0.5 on zarr v3), full resolution only."""
+    group = zarr.open_group(str(path), mode="w", zarr_format=2 if version == "0.4" else 3)
+    group.create_array("0", data=data, chunks=(1,) * (data.ndim - 2) + data.shape[-2:])
+    multiscales = [{"version": version, "axes": [{"name": a} for a in axes], "datasets": [{"path": "0"}]}]
+    if version == "0.4":
+        group.attrs["multiscales"] = multiscales
+    else:
+        group.attrs["ome"] = {"version": version, "multiscales": multiscales}
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_ome_zarr_images_are_read_by_their_axes(tmp_path, version):
+    data = np.random.default_rng(3).integers(0, 4000, (5, 2, 1, 24, 30), dtype=np.uint16)
+    _write_ome_zarr(tmp_path / "cells.ome.zarr", data, "tczyx", version)
+    frames = open_frames(tmp_path / "cells.ome.zarr")
+    assert frames.shape == (5, 24, 30, 2) and frames.chunks[0] == (1,) * 5
+    np.testing.assert_array_equal(np.asarray(frames), np.moveaxis(data[:, :, 0], 1, -1))
+    assert frames_have_channels(tmp_path / "cells.ome.zarr")
+    _write_ome_zarr(tmp_path / "grey.ome.zarr", data[:, 0, 0], "tyx", version)
+    assert open_frames(tmp_path / "grey.ome.zarr").shape == (5, 24, 30)
+    _write_ome_zarr(tmp_path / "zstack.ome.zarr", data[:, :, 0], "tzyx", version)
+    with pytest.raises(FrameReadError, match=r"TZYX.*Z \(2: a z-stack\)"):
+        open_frames(tmp_path / "zstack.ome.zarr")
+
+
 def test_zarr_array(tmp_path):
     frames = _clip(t=4, c=0)
     z = zarr.open_array(str(tmp_path / "f.zarr"), mode="w", shape=frames.shape, dtype=frames.dtype,

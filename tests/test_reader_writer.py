@@ -135,6 +135,17 @@ def test_reader_opens_each_channel_of_a_hyperstack_as_its_own_layer(tmp_path):
         assert meta["contrast_limits"][1] <= stack[0, c].max()
 
 
+def test_reader_opens_the_channels_of_an_ome_zarr_image(tmp_path):
+    from test_engine_io import _write_ome_zarr
+
+    data = np.random.default_rng(4).integers(0, 4000, (3, 2, 1, 20, 24), dtype=np.uint16)
+    path = tmp_path / "movie.ome.zarr"
+    _write_ome_zarr(path, data, "tczyx")
+    layers = napari_get_reader(str(path))(str(path))
+    assert [meta["name"] for _, meta, _ in layers] == ["movie [channel 0]", "movie [channel 1]"]
+    np.testing.assert_array_equal(np.asarray(layers[1][0]), data[:, 1, 0])
+
+
 def test_reader_shows_dim_8bit_grey_frames_with_their_own_contrast(tmp_path):
     # 8-bit fluorescence often uses a small part of 0-255 (GOWT1: 99.9% of pixels below 57)
     stack = np.random.default_rng(1).integers(0, 40, (3, 20, 24), dtype=np.uint8)

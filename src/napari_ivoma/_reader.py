@@ -67,6 +67,8 @@ def read_frames(path: str | list[str]) -> list[LayerData]:
     p = Path(os.fspath(path[0] if isinstance(path, (list, tuple)) else path))
     frames = open_frames(p)
     name = p.name[: -len(p.suffix)] if p.suffix and not p.is_dir() else p.name
+    if p.is_dir():  # (a zarr folder: its name without .zarr / .ome.zarr)
+        name = name.removesuffix(".zarr").removesuffix(".ome") or name
     if frames_have_channels(p, frames):
         n = frames.shape[-1]
         colours = ["magenta", "green"] if n == 2 else ["cyan", "magenta", "yellow", "blue", "green", "red"]
@@ -119,8 +121,10 @@ def _is_zarr(p: Path) -> bool:
 
 
 def _zarr_has_frames(p: Path) -> bool:
-    """True for a zarr array (or group holding one) of 3 or 4 dimensions."""
+    """True for a zarr array (or group holding one) of 3 or 4 dimensions, or an OME-Zarr image."""
     import zarr
+
+    from .engine.io import ome_zarr_image
 
     try:
         node = zarr.open(str(p), mode="r")
@@ -130,6 +134,11 @@ def _zarr_has_frames(p: Path) -> bool:
         return False
     if isinstance(node, zarr.Array):
         return node.ndim in (3, 4)
+    try:
+        if ome_zarr_image(node) is not None:
+            return True
+    except FrameReadError:
+        return True  # (ours to open: reading it says what is wrong)
     return any(a.ndim in (3, 4) for _, a in node.arrays())
 
 

@@ -272,6 +272,8 @@ class _VideoReader:
 
 
 def _open_zarr(path: Path) -> da.Array:
+    """A zarr array (T, H, W[, C]), a group holding one, or an OME-Zarr image (its full
+    resolution, read by its axes: ``t`` frames, ``c`` channels last)."""
     import zarr
 
     try:
@@ -279,6 +281,11 @@ def _open_zarr(path: Path) -> da.Array:
     except Exception as exc:  # noqa: BLE001
         raise FrameReadError(f"cannot open zarr store {path}: {exc}") from exc
     if isinstance(node, zarr.Group):
+        ome = ome_zarr_image(node)
+        if ome is not None:
+            arr, axes = ome
+            frames = da.from_zarr(arr)
+            return _frames_by_axes(frames, axes, path)
         arrays = [a for _, a in node.arrays()]
         for name in ("frames", "image", "data", "0"):
             if name in node and isinstance(node[name], zarr.Array):
@@ -292,6 +299,48 @@ def _open_zarr(path: Path) -> da.Array:
     if arr.ndim not in (3, 4):
         raise FrameReadError(f"zarr array {path} has shape {arr.shape}; expected (T, H, W) or (T, H, W, C)")
     return da.from_zarr(arr, chunks=(1,) + tuple(arr.shape[1:]))
+
+
+def ome_zarr_image(group) -> tuple | None:
+    """(full-resolution array, axis names in upper case) of an OME-Zarr image group (NGFF 0.4
+    or 0.5), or None when ``group`` is not one."""
+    attrs = dict(group.attrs)
+    meta = attrs.get("ome", attrs)  # (0.5 keeps it under "ome")
+    scales = meta.get("multiscales") if isinstance(meta, dict) else None
+    if not scales:
+        return None
+    try:
+        first = scales[0]
+        axes = "".join(str(a["name"] if isinstance(a, dict) else a)[0].upper() for a in first["axes"])
+        arr = group[first["datasets"][0]["path"]]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise FrameReadError(f"OME-Zarr image {group.store} has unreadable multiscales metadata: {exc}") from exc
+    if len(axes) != arr.ndim:
+        raise FrameReadError(f"OME-Zarr image names {len(axes)} axes ({axes}) for an array of shape {arr.shape}")
+    return arr, axes
+
+
+def _frames_by_axes(arr: da.Array, axes: str, path: Path) -> da.Array:
+    """(T, H, W[, C]) frames of an array whose axes are named (``T`` time, ``C`` channels, ``Y``
+    ``X``, any other of size 1, or the frame axis when there is no ``T``), one chunk per frame."""
+    if "Y" not in axes or "X" not in axes:
+        raise FrameReadError(f"{path.name} has axes {axes}: no Y and X axes to make frames of")
+    sizes = dict(zip(axes, arr.shape))
+    others = [a for a in axes if a not in "TCYX" and sizes[a] > 1]
+    frame_axis = "T" if "T" in axes else (others[0] if others else None)
+    extra = [a for a in others if a != frame_axis]
+    if extra:
+        raise FrameReadError(_extra_axes_message(path, axes, tuple(arr.shape), extra, frame_axis))
+    order = ([axes.index(frame_axis)] if frame_axis else []) + [axes.index("Y"), axes.index("X")]
+    if "C" in axes:
+        order.append(axes.index("C"))
+    rest = [i for i in range(arr.ndim) if i not in order]  # (axes of size 1)
+    out = arr.transpose(order + rest).reshape([arr.shape[i] for i in order])
+    if frame_axis is None:
+        out = out[None]
+    if out.ndim == 4 and out.shape[-1] == 1:  # (one channel)
+        out = out[..., 0]
+    return out.rechunk((1,) + out.shape[1:])
 
 
 # --------------------------------------------------------------------------- public
@@ -345,8 +394,8 @@ def frames_have_channels(path: str | Path, frames: da.Array | None = None) -> bo
     """Whether the last axis of :func:`open_frames`' (T, H, W, C) frames holds separate channels
     (fluorescence: shown and annotated one at a time) rather than colour (RGB / RGBA).
 
-    A TIFF says so by its series' axes (``C``); otherwise 3 or 4 values per pixel are colour
-    and any other number channels.
+    A TIFF or an OME-Zarr image says so by its axes (``C``); otherwise 3 or 4 values per pixel
+    are colour and any other number channels.
     """
     frames = open_frames(path) if frames is None else frames
     if frames.ndim != 4:
@@ -361,6 +410,14 @@ def frames_have_channels(path: str | Path, frames: da.Array | None = None) -> bo
             with tifffile.TiffFile(p) as tif:
                 return "C" in str(tif.series[0].axes)
         except Exception:  # noqa: BLE001 - it was opened already; colour is the safe reading
+            return False
+    if p.is_dir():
+        import zarr
+
+        try:
+            node = zarr.open(str(p), mode="r")
+            return isinstance(node, zarr.Group) and "C" in (ome_zarr_image(node) or (None, ""))[1]
+        except Exception:  # noqa: BLE001
             return False
     return False
 
