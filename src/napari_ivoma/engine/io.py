@@ -179,7 +179,11 @@ def _hyperstack_layout(path: Path, axes: str, shape: tuple[int, ...], first: np.
         return None  # pages are not 2D images under page axes: the plain reading
     lead = axes[: axes.index("Y")]
     sizes = dict(zip(lead, shape[: len(lead)]))
-    if int(np.prod(list(sizes.values()), dtype=np.int64)) != n_pages:
+    expected = int(np.prod(list(sizes.values()), dtype=np.int64))
+    if expected != n_pages:
+        if sizes.get("C", 1) > 1:  # (read page by page, its channels would pass for frames)
+            raise FrameReadError(f"{path.name} has {n_pages} pages where its axes {axes} (shape {shape}) "
+                                 f"say {expected}: the file is truncated or its metadata wrong")
         return None
     n_channels = sizes.get("C", 1)
     if n_channels > 1 and first.ndim == 3:
