@@ -406,7 +406,7 @@ def test_a_wide_brush_stroke_holds_every_pixel_it_painted(annotator):
     assert (truth[2][painted] == 1).sum() > 60
     labels = widget.scribbles_to_mask()
     assert not labels[painted].any()
-    assert iou(labels == 1, (truth[2] == 1) & ~painted) > 0.8
+    assert iou(labels == 1, (truth[2] == 1) & ~painted) > 0.75  # (the rest of the disc: 0.80-0.84)
 
 
 def test_store_of_another_video_is_refused(annotator, tmp_path):
@@ -526,7 +526,7 @@ def test_scribbles_from_brush_components():
 @pytest.mark.parametrize("size", [1, 3, 9, 24])
 def test_every_painted_pixel_is_a_constraint(size):
     # a brush stroke of ``size`` px along a curve: its scribbles cover every painted pixel and
-    # reach little beyond it: under 5% of its area, 3 px at most at a wide stroke's round ends
+    # reach little beyond it (under 5% of its area, 2 px at most)
     from napari_ivoma.engine.scribbles import rasterize_scribbles
 
     rr, cc = np.mgrid[:120, :160]
@@ -539,7 +539,7 @@ def test_every_painted_pixel_is_a_constraint(size):
     assert covered[painted > 0].all()
     beyond = ndi.distance_transform_edt(painted == 0)[covered]
     if size > 3:  # (thin strokes are lines drawn 3 px wide, as the engine draws every line)
-        assert beyond.max() <= 3.0 and (beyond > 0).sum() <= 0.05 * (painted > 0).sum()
+        assert beyond.max() <= 2.0 and (beyond > 0).sum() <= 0.05 * (painted > 0).sum()
     if size <= 1:
         assert all(np.all(s.width == 0) for s in scribbles)  # a one-pixel line stays a line
 

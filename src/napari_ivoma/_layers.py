@@ -129,6 +129,7 @@ def scribbles_from_brush(painted: np.ndarray, background_value: int = BRUSH_BACK
             rc = np.argwhere(skel if skel.any() else mask)
             chains = skeleton_chains(rc)
             top_left = np.array([box[0].start, box[1].start])
+            chains = _drawn_to_the_tips(mask, chains, _chain_radii(mask, chains))
             for chain, radii in zip(chains, _chain_radii(mask, chains)):
                 if len(chain) > max_points:  # (each kept point takes the widest of those it stands for)
                     keep = np.linspace(0, len(chain) - 1, max_points).astype(int)
@@ -136,6 +137,45 @@ def scribbles_from_brush(painted: np.ndarray, background_value: int = BRUSH_BACK
                     chain, radii = chain[keep], np.maximum.reduceat(radii, starts)
                 width = 2.0 * radii if radii.max() > 1.0 else 0.0  # (a thin stroke stays a line)
                 out.append(Scribble(object_id, (chain + top_left).astype(float), width))
+    return out
+
+
+def _drawn_to_the_tips(mask: np.ndarray, chains: list[np.ndarray], radii: list[np.ndarray]) -> list[np.ndarray]:
+    """Chains drawn on from each free end toward the farthest painted pixel beyond it, to a
+    radius short of it: a skeleton stops short of a round brush end, and the end's disc would
+    otherwise bulge sideways to reach the tip."""
+    from scipy import ndimage as ndi
+
+    ends = {}
+    for i, chain in enumerate(chains):
+        for j in (0, -1):
+            ends.setdefault(tuple(chain[j]), []).append((i, j))
+    seeds = np.zeros(mask.shape, bool)
+    for chain in chains:
+        seeds[chain[:, 0], chain[:, 1]] = True
+    _, (ir, ic) = ndi.distance_transform_edt(~seeds, return_indices=True)
+    rows, cols = np.nonzero(mask)
+    near = np.stack([ir[rows, cols], ic[rows, cols]], axis=1)
+    out = [c for c in chains]
+    for (r0, c0), owners in ends.items():
+        if len(owners) != 1 or any(len(chains[i]) < 3 for i, _ in owners):
+            continue  # (a junction, or a dot: nothing to draw on)
+        i, j = owners[0]
+        tip = (near[:, 0] == r0) & (near[:, 1] == c0)
+        if not tip.any():
+            continue
+        d = np.hypot(rows[tip] - r0, cols[tip] - c0)
+        side = float(np.median(radii[i][1:4] if j == 0 else radii[i][-4:-1]))
+        k = int(np.argmax(d))
+        if d[k] <= side + 1.0:
+            continue
+        far = np.array([rows[tip][k], cols[tip][k]], float)
+        n = int(np.floor(d[k] - side))
+        step = (far - np.array([r0, c0], float)) / d[k]
+        more = np.rint(np.array([r0, c0], float) + step * np.arange(1, n + 1)[:, None]).astype(np.int64)
+        more = more[mask[more[:, 0], more[:, 1]]]
+        if len(more):
+            out[i] = np.vstack([more[::-1], out[i]]) if j == 0 else np.vstack([out[i], more])
     return out
 
 
