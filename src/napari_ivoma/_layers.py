@@ -173,7 +173,8 @@ def _drawn_to_the_tips(mask: np.ndarray, chains: list[np.ndarray], radii: list[n
         n = int(np.floor(d[k] - side))
         step = (far - np.array([r0, c0], float)) / d[k]
         more = np.rint(np.array([r0, c0], float) + step * np.arange(1, n + 1)[:, None]).astype(np.int64)
-        more = more[mask[more[:, 0], more[:, 1]]]
+        inside = mask[more[:, 0], more[:, 1]]
+        more = more[: len(more) if inside.all() else int(np.argmin(inside))]  # (never across unpainted pixels)
         if len(more):
             out[i] = np.vstack([more[::-1], out[i]]) if j == 0 else np.vstack([out[i], more])
     return out

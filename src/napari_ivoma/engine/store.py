@@ -419,7 +419,7 @@ def _packed(stroke: dict) -> dict:
     packed = {"object_id": int(stroke["object_id"]),
               "points": " ".join(f"{float(r)!r},{float(c)!r}" for r, c in pts)}
     width = stroke.get("width")
-    if width:  # a painted stroke's width, one or one per point (absent: a thin line)
+    if width is not None and np.any(np.asarray(width) > 0):  # a painted stroke's width (absent: a line)
         packed["width"] = (float(width) if np.ndim(width) == 0
                            else " ".join(f"{float(v)!r}" for v in np.round(np.asarray(width, dtype=float), 2)))
     return packed
