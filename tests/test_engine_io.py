@@ -166,6 +166,30 @@ def test_video_is_lazy_and_decodes_on_demand(tmp_path):
     assert abs(float(f20.mean()) - 160) < 12  # MJPG is lossy
 
 
+def test_a_recording_cut_short_opens_the_frames_that_decode(tmp_path):
+    # a camera-trap AVI whose battery died: the header counts every frame, the data stops early
+    cv2 = pytest.importorskip("cv2")
+    path = tmp_path / "whole.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        writer.write(rng.integers(0, 255, (32, 48, 3), dtype=np.uint8))
+    writer.release()
+    data = path.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    capture = cv2.VideoCapture(str(cut))
+    readable = 0
+    while capture.read()[0]:
+        readable += 1
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 60 and 20 < readable < 60
+    with pytest.warns(UserWarning, match=f"header counts 60 frames but only the first {readable} decode"):
+        arr = open_frames(cut)
+    assert arr.shape[0] == readable
+    assert np.asarray(arr[-1]).shape == (32, 48, 3)  # the last frame it offers decodes
+    assert open_frames(path).shape[0] == 60  # (a whole file: no warning, every frame)
+
+
 def _find_video_reader(arr):
     """The _VideoReader behind a dask array built by open_frames (through the task graph)."""
     for task in dict(arr.__dask_graph__()).values():

@@ -153,8 +153,8 @@ def test_viewer_opens_video_lazily(make_napari_viewer, tmp_path, monkeypatch):
     [layer] = viewer.open(str(path), plugin=PLUGIN)
     assert layer.data.shape == (50, 64, 88, 3)
     assert layer.data.chunks[0] == (1,) * 50
-    # the header frame, plus the one frame napari displays
-    assert len(reads) <= 2
+    # the first frame, the last (is the file whole?), plus the one frame napari displays
+    assert len(reads) <= 3
 
 
 def test_viewer_opens_mask_store_as_labels(make_napari_viewer, tmp_path):

@@ -79,7 +79,7 @@ def test_reader_opens_video_lazily_one_chunk_per_frame(tmp_path, suffix, fourcc)
     assert err < 12
 
 
-def test_opening_a_long_video_decodes_at_most_one_frame(tmp_path, monkeypatch):
+def test_opening_a_long_video_decodes_at_most_two_frames(tmp_path, monkeypatch):
     frames = np.repeat(moving_square(n=1), 60, axis=0)
     path = tmp_path / "long.avi"
     write_video(path, frames, "MJPG")
@@ -87,7 +87,7 @@ def test_opening_a_long_video_decodes_at_most_one_frame(tmp_path, monkeypatch):
     CountingCapture.reads = 0
     [(data, _, _)] = napari_get_reader(str(path))(str(path))
     assert data.shape[0] == 60
-    assert CountingCapture.reads <= 1
+    assert CountingCapture.reads <= 2  # the first frame, and the last (is the file whole?)
     before = CountingCapture.reads
     np.asarray(data[40])
     assert CountingCapture.reads == before + 1

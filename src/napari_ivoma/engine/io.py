@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -237,15 +238,45 @@ def _open_video(path: Path) -> da.Array:
 
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise FrameReadError(f"cannot open video {path}: not a video file or an unsupported codec")
+        raise FrameReadError(
+            f"cannot open video {path}: not a video file, an unsupported codec, or a recording cut "
+            f"short (an MP4 / MOV written until the camera stopped lacks the index it keeps at its end)"
+        )
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     ok, first = cap.read()
-    cap.release()
     if not ok or first is None or n <= 0:
+        cap.release()
         raise FrameReadError(f"cannot decode video {path}: the file is empty or corrupt")
+    decodable = _decodable_frames(cap, n)
+    cap.release()
+    if decodable < n:
+        warnings.warn(
+            f"{path.name}: its header counts {n} frames but only the first {decodable} decode (a "
+            f"recording cut short?); opening those {decodable}",
+            stacklevel=3,
+        )
     reader = _VideoReader(path)
     first = first[..., ::-1].copy()  # BGR -> RGB
-    return _stack_lazy(reader.read, n, first)
+    return _stack_lazy(reader.read, decodable, first)
+
+
+def _decodable_frames(cap, n: int) -> int:
+    """How many of the ``n`` frames a video's header counts decode: ``n`` when the last one does
+    (one seek), else the first frame that does not, found by halving (frame 0 decodes)."""
+    import cv2
+
+    def decodes(i: int) -> bool:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, i)
+        ok, frame = cap.read()
+        return bool(ok) and frame is not None
+
+    if decodes(n - 1):
+        return n
+    lo, hi = 0, n - 1  # frame lo decodes, frame hi does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if decodes(mid) else (lo, mid)
+    return lo + 1
 
 
 class _VideoReader:
