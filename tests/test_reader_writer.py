@@ -93,6 +93,19 @@ def test_opening_a_long_video_decodes_at_most_two_frames(tmp_path, monkeypatch):
     assert CountingCapture.reads == before + 1
 
 
+def test_a_video_cut_short_is_said_in_the_viewer(tmp_path, monkeypatch):
+    frames = np.random.default_rng(5).integers(0, 255, (40, 32, 48, 3), dtype=np.uint8)
+    whole = tmp_path / "whole.avi"
+    write_video(whole, frames, "MJPG")
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.5)])
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_warning", shown.append)
+    [(data, _, _)] = napari_get_reader(str(cut))(str(cut))
+    assert 0 < data.shape[0] < 40
+    assert len(shown) == 1 and f"only the first {data.shape[0]} decode" in shown[0]
+
+
 def test_reader_opens_image_folder(tmp_path):
     frames = moving_square(n=5)
     folder = tmp_path / "frames"

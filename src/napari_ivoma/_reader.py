@@ -8,6 +8,7 @@ open and wraps the result as napari layer data.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,14 @@ def read_frames(path: str | list[str]) -> list[LayerData]:
     """Open frames lazily as one Image layer (dask array, one chunk per frame); a stack of
     fluorescence channels as one layer per channel (annotate the one that shows the objects)."""
     p = Path(os.fspath(path[0] if isinstance(path, (list, tuple)) else path))
-    frames = open_frames(p)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        frames = open_frames(p)
+    if said:  # (a video cut short: shown in the viewer, not only on a console)
+        from napari.utils.notifications import show_warning
+
+        for w in said:
+            show_warning(str(w.message))
     name = p.name[: -len(p.suffix)] if p.suffix and not p.is_dir() else p.name
     if p.is_dir():  # (a zarr folder: its name without .zarr / .ome.zarr)
         name = name.removesuffix(".zarr").removesuffix(".ome") or name
