@@ -298,6 +298,12 @@ def test_grey_16bit_and_multichannel_frames():
     s5 = Session(five)
     s5.set_labels(0, gt[0])
     assert np.asarray(s5.propagate())[5].any()
+    # four 16-bit channels (a 4-channel fluorescence hyperstack) are four channels, not RGBA
+    four = (np.concatenate([frames, frames[..., :1]], axis=3).astype(np.uint16) * 16)
+    s4 = Session(four)
+    assert s4.image(0).shape == frames.shape[1:]  # (seen through 3 principal components)
+    first = s4.add_scribbles(0, [_disk_scribble(gt[0], 1), _disk_scribble(gt[0], 2)])
+    assert iou(first == 1, gt[0] == 1) > 0.8
 
 
 def test_float_frames_with_nan_padding_are_annotated_like_the_rest():

@@ -471,7 +471,8 @@ def to_float_image(frame: np.ndarray, value_range: tuple[float, float] | None = 
 
     Returns
     -------
-    (H, W, C) float32 array; an alpha channel (C == 4) is dropped.  Non-finite values (NaN
+    (H, W, C) float32 array; the alpha channel of an 8-bit RGBA frame (C == 4) is dropped
+    (four channels of another type are four channels: fluorescence).  Non-finite values (NaN
     padding of a registered or stitched stack) become 0, +inf 1.
     """
     a = np.asarray(frame)
@@ -479,7 +480,7 @@ def to_float_image(frame: np.ndarray, value_range: tuple[float, float] | None = 
         a = a[..., None]
     if a.ndim != 3:
         raise ValueError(f"a frame must be (H, W) or (H, W, C), got shape {a.shape}")
-    if a.shape[-1] == 4:
+    if a.shape[-1] == 4 and a.dtype == np.uint8:  # (RGBA; the same rule as Session's channels)
         a = a[..., :3]
     if a.dtype == np.bool_:
         a = a.astype(np.uint8) * 255
