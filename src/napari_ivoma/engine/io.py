@@ -429,14 +429,14 @@ def frames_have_channels(path: str | Path, frames: da.Array | None = None) -> bo
     """Whether the last axis of :func:`open_frames`' (T, H, W, C) frames holds separate channels
     (fluorescence: shown and annotated one at a time) rather than colour (RGB / RGBA).
 
-    A TIFF or an OME-Zarr image says so by its axes (``C``); otherwise 3 or 4 values per pixel
-    are colour and any other number channels.
+    A TIFF or an OME-Zarr image says so by its axes (``C``); otherwise 3 values per pixel, or
+    4 of 8 bits, are colour and any other number channels.
     """
     frames = open_frames(path) if frames is None else frames
     if frames.ndim != 4:
         return False
-    if frames.shape[-1] not in (3, 4):
-        return True
+    if frames.shape[-1] not in (3, 4) or (frames.shape[-1] == 4 and frames.dtype != np.uint8):
+        return True  # (RGBA is 8-bit, as to_float_image reads it)
     p = Path(path)
     if p.is_file() and p.suffix.lower() in TIFF_EXTENSIONS:
         import tifffile
