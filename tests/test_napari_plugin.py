@@ -409,6 +409,31 @@ def test_a_wide_brush_stroke_holds_every_pixel_it_painted(annotator):
     assert iou(labels == 1, (truth[2] == 1) & ~painted) > 0.75  # (the rest of the disc: 0.80-0.84)
 
 
+def test_masks_made_elsewhere_become_a_reference(annotator):
+    """A Labels layer from another tool (Cellpose, an earlier annotation) gives the shown frame
+    its masks: a user reference, propagated like scribbled ones, undoable."""
+    viewer, widget, frames, truth = annotator
+    widget.start_session()
+    assert [layer.name for layer in widget.import_layer.choices] == []  # (not masks, not the brush)
+    one = viewer.add_labels(truth[3].astype(np.int32), name="cellpose frame 3")
+    every = viewer.add_labels(truth.astype(np.int32), name="earlier annotation")
+    assert [layer.name for layer in widget.import_layer.choices] == ["cellpose frame 3", "earlier annotation"]
+    viewer.dims.current_step = (3, 0, 0)
+    widget.import_layer.value = one
+    widget.import_button.changed.emit(True)
+    assert "error" not in widget.status.value, widget.status.value
+    np.testing.assert_array_equal(np.asarray(widget.session.labels[3]), truth[3])
+    assert widget.session.references == {3: "user"}
+    widget.use_layer_masks(every, t=6)  # (T, H, W): its frame 6
+    np.testing.assert_array_equal(np.asarray(widget.session.labels[6]), truth[6])
+    widget.propagate(block=True)
+    assert iou(np.asarray(widget.session.labels[0]) == 1, truth[0] == 1) > 0.8
+    widget.undo()  # the propagation and frame 6's masks
+    assert 6 not in widget.session.references
+    with pytest.raises(ValueError, match="shape"):
+        widget.use_layer_masks(viewer.add_labels(np.zeros((5, 5), np.int32), name="tiny"))
+
+
 def test_store_of_another_video_is_refused(annotator, tmp_path):
     viewer, widget, frames, truth = annotator
     other = tmp_path / "other.ivoma.zarr"

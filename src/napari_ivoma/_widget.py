@@ -138,6 +138,14 @@ class AnnotatorWidget(Container):
             text="Export masks ...",
             tooltip="Write every frame's masks into a folder you choose, in the format on the left "
                     "(files already there are never replaced)")
+        self.import_layer = ComboBox(
+            choices=self._labels_choices,
+            tooltip="A Labels layer with masks made elsewhere (Cellpose, StarDist, another annotator): "
+                    "(H, W), or (T, H, W) for the whole video")
+        self.import_button = PushButton(
+            text="Use on this frame",
+            tooltip="The chosen layer's masks become the current frame's masks, a reference made by "
+                    "you (Undo reverts it); then Propagate")
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
         self.status = Label(label="status", value="choose a video and press Start / resume")
         self.references = Label(label="references", value="-")
@@ -148,11 +156,12 @@ class AnnotatorWidget(Container):
         row3 = Container(layout="horizontal", labels=False,
                          widgets=[self.undo_button, self.remove_ref_button])
         row4 = Container(layout="horizontal", labels=False, widgets=[self.export_format, self.export_button])
-        for row in (id_row, row1, row2, row3, row4):
+        row5 = Container(layout="horizontal", labels=False, widgets=[self.import_layer, self.import_button])
+        for row in (id_row, row1, row2, row3, row4, row5):
             row.margins = (0, 0, 0, 0)
-        row1.label, row2.label, row3.label, row4.label = "", "", "", "export"
+        row1.label, row2.label, row3.label, row4.label, row5.label = "", "", "", "export", "masks from"
         self.extend([self.image, self.store, self.start_button, id_row, self.draw_hint, row1, row2, row3,
-                     row4, self.progress, self.status, self.references, self.objects_info])
+                     row5, row4, self.progress, self.status, self.references, self.objects_info])
         for lab in (self.status, self.references, self.objects_info, self.object_hint, self.draw_hint):
             lab.native.setWordWrap(True)
             # wrapped to the panel's width: a long text (many proposed objects) must not ask for
@@ -169,6 +178,7 @@ class AnnotatorWidget(Container):
         self.undo_button.changed.connect(lambda: self._guarded(self.undo))
         self.remove_ref_button.changed.connect(lambda: self._guarded(self.remove_reference))
         self.export_button.changed.connect(lambda: self._guarded(self.export_masks))
+        self.import_button.changed.connect(lambda: self._guarded(self.use_layer_masks))
         self.object_id.changed.connect(self._on_object_id)
         self._on_image_changed()
         self._set_busy(False)
@@ -205,8 +215,17 @@ class AnnotatorWidget(Container):
 
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
 
+    def _labels_choices(self, _widget=None) -> list:
+        """Labels layers other than the session's own (masks, scribble brush)."""
+        from napari.layers import Labels
+
+        own = (self.masks_layer, self.brush_layer)
+        return [layer for layer in self.viewer.layers
+                if isinstance(layer, Labels) and not any(_unwrap(layer) is o for o in own if o is not None)]
+
     def _reset_image_choices(self, event=None) -> None:
         self.image.reset_choices()
+        self.import_layer.reset_choices()
 
     def _on_layer_removed(self, event=None) -> None:
         removed = _unwrap(getattr(event, "value", None))
@@ -222,6 +241,7 @@ class AnnotatorWidget(Container):
                 f"the {what} layer was removed: session closed (masks kept in the store; "
                 "Start / resume to continue)"))
         self.image.reset_choices()
+        self.import_layer.reset_choices()
 
     def close_session(self, status: str = "session closed") -> None:
         """Send pending hand edits, stop a running propagation and close the session."""
@@ -433,6 +453,37 @@ class AnnotatorWidget(Container):
         self._update_info()
         return t
 
+    def use_layer_masks(self, layer=None, t: int | None = None) -> np.ndarray:
+        """The masks of a Labels ``layer`` (default: the one chosen) become frame ``t``'s
+        (default: the current frame): a user reference, undoable.
+
+        The layer is (H, W), or (T, H, W) for the whole video (its frame ``t`` is taken).
+        """
+        session = self._require_session()
+        if self._busy:
+            raise RuntimeError("wait for the running step to finish (or cancel it)")
+        layer = self.import_layer.value if layer is None else layer
+        if layer is None:
+            raise ValueError("no Labels layer to take masks from: open or add one (File > Open)")
+        t = self.current_frame() if t is None else int(t)
+        data = layer.data
+        shape = (session.height, session.width)
+        if tuple(data.shape) == shape:
+            labels = np.asarray(data)
+        elif tuple(data.shape) == (session.n_frames, *shape):
+            labels = np.asarray(data[t])
+        else:
+            raise ValueError(f"{layer.name!r} has shape {tuple(data.shape)}: masks for this video are "
+                             f"{shape} (one frame) or {(session.n_frames, *shape)} (every frame)")
+        self.commit_hand_edits()
+        session.set_labels(t, labels)
+        self._refresh_masks()
+        n = len([k for k in np.unique(labels) if k])
+        self._set_status(f"frame {t}: {n} object(s) from {layer.name!r}, a reference made by you "
+                         "(Undo reverts it): Propagate to carry them over the video")
+        self._update_info()
+        return np.asarray(session.labels[t])
+
     def remove_reference(self, t: int | None = None) -> int:
         """Frame ``t`` (default: the current frame) stops being a reference (undoable).
 
@@ -535,6 +586,7 @@ class AnnotatorWidget(Container):
         self.viewer.layers.selection.active = self.shapes_layer
         self.shapes_layer.mode = "add_path"
         self._on_object_id()
+        self.import_layer.reset_choices()  # (not the session's own layers)
 
     def _stack_layers(self) -> None:
         """Bottom to top: video, masks, scribble brush, scribbles (strokes stay visible)."""
