@@ -129,7 +129,7 @@ def scribbles_from_brush(painted: np.ndarray, background_value: int = BRUSH_BACK
             rc = np.argwhere(skel if skel.any() else mask)
             chains = skeleton_chains(rc)
             top_left = np.array([box[0].start, box[1].start])
-            chains = _drawn_to_the_tips(mask, chains, _chain_radii(mask, chains))
+            chains = _drawn_to_the_tips(mask, chains)
             for chain, radii in zip(chains, _chain_radii(mask, chains)):
                 if len(chain) > max_points:  # (each kept point takes the widest of those it stands for)
                     keep = np.linspace(0, len(chain) - 1, max_points).astype(int)
@@ -140,28 +140,23 @@ def scribbles_from_brush(painted: np.ndarray, background_value: int = BRUSH_BACK
     return out
 
 
-def _drawn_to_the_tips(mask: np.ndarray, chains: list[np.ndarray], radii: list[np.ndarray]) -> list[np.ndarray]:
+def _drawn_to_the_tips(mask: np.ndarray, chains: list[np.ndarray]) -> list[np.ndarray]:
     """Chains drawn on from each free end toward the farthest painted pixel beyond it, to a
     radius short of it: a skeleton stops short of a round brush end, and the end's disc would
     otherwise bulge sideways to reach the tip."""
-    from scipy import ndimage as ndi
-
+    nearest = _nearest_chain_pixels(mask, chains)
+    radii = _chain_radii(mask, chains, nearest)
+    rows, cols, near_r, near_c, _ = nearest
     ends = {}
     for i, chain in enumerate(chains):
         for j in (0, -1):
             ends.setdefault(tuple(chain[j]), []).append((i, j))
-    seeds = np.zeros(mask.shape, bool)
-    for chain in chains:
-        seeds[chain[:, 0], chain[:, 1]] = True
-    _, (ir, ic) = ndi.distance_transform_edt(~seeds, return_indices=True)
-    rows, cols = np.nonzero(mask)
-    near = np.stack([ir[rows, cols], ic[rows, cols]], axis=1)
     out = [c for c in chains]
     for (r0, c0), owners in ends.items():
         if len(owners) != 1 or any(len(chains[i]) < 3 for i, _ in owners):
             continue  # (a junction, or a dot: nothing to draw on)
         i, j = owners[0]
-        tip = (near[:, 0] == r0) & (near[:, 1] == c0)
+        tip = (near_r == r0) & (near_c == c0)
         if not tip.any():
             continue
         d = np.hypot(rows[tip] - r0, cols[tip] - c0)
@@ -180,19 +175,30 @@ def _drawn_to_the_tips(mask: np.ndarray, chains: list[np.ndarray], radii: list[n
     return out
 
 
-def _chain_radii(mask: np.ndarray, chains: list[np.ndarray]) -> list[np.ndarray]:
-    """Per chain of skeleton pixels: at each of its pixels, the farthest distance of the
-    ``mask`` pixels nearest to it (0 where none is): discs of these radii along the chains cover
-    every pixel of ``mask``, and little beyond it."""
+def _nearest_chain_pixels(mask: np.ndarray, chains: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """For every ``mask`` pixel: its (row, col), the (row, col) of the nearest chain pixel and
+    the distance to it."""
     from scipy import ndimage as ndi
 
+    on_chain = np.zeros(mask.shape, bool)
+    for chain in chains:
+        on_chain[chain[:, 0], chain[:, 1]] = True
+    dist, (ir, ic) = ndi.distance_transform_edt(~on_chain, return_indices=True)
+    rows, cols = np.nonzero(mask)
+    return rows, cols, ir[rows, cols], ic[rows, cols], dist[rows, cols]
+
+
+def _chain_radii(mask: np.ndarray, chains: list[np.ndarray], nearest: tuple | None = None) -> list[np.ndarray]:
+    """Per chain of skeleton pixels: at each of its pixels, the farthest distance of the
+    ``mask`` pixels nearest to it (0 where none is): discs of these radii along the chains cover
+    every pixel of ``mask``, and little beyond it.  ``nearest``: :func:`_nearest_chain_pixels`
+    of these chains, when the caller has it."""
+    _, _, near_r, near_c, dist = _nearest_chain_pixels(mask, chains) if nearest is None else nearest
     index = np.full(mask.shape, -1, np.int64)
     flat = np.concatenate(chains) if chains else np.zeros((0, 2), np.int64)
     index[flat[:, 0], flat[:, 1]] = np.arange(len(flat))  # (a pixel shared by chains: the last)
-    dist, (ir, ic) = ndi.distance_transform_edt(index < 0, return_indices=True)
-    rows, cols = np.nonzero(mask)
     reach = np.zeros(len(flat))
-    np.maximum.at(reach, index[ir[rows, cols], ic[rows, cols]], dist[rows, cols])
+    np.maximum.at(reach, index[near_r, near_c], dist)
     # a pixel shared by chains gives its reach to each of them
     reach = reach[index[flat[:, 0], flat[:, 1]]]
     bounds = np.cumsum([0] + [len(c) for c in chains])
