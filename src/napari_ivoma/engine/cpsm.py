@@ -47,7 +47,14 @@ from .appearance import (
 )
 from .graphcut import cut
 from .motion import MOTION_CHANNELS
-from .scribbles import NO_LABEL, Scribble, clip_scribble, control_points, rasterize_scribbles
+from .scribbles import (
+    NO_LABEL,
+    Scribble,
+    clip_scribble,
+    control_points,
+    paint_scribble,
+    rasterize_scribbles,
+)
 
 __all__ = ["CPSMParams", "PreparedFrame", "prepare_frame", "scribbles_to_mask", "rasterize_control_points"]
 
@@ -539,7 +546,7 @@ def rasterize_control_points(
     )
     for s in scribbles:
         if s.radius > radius:
-            out[rasterize_scribbles([s], shape, radius) >= 0] = s.object_id
+            paint_scribble(out, s, radius)
             continue
         cp = np.rint(control_points(s, spacing)).astype(np.int64)
         pts = (cp[:, None, :] + offs[None, :, :]).reshape(-1, 2)

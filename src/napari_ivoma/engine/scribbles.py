@@ -17,6 +17,7 @@ __all__ = [
     "Scribble",
     "control_points",
     "rasterize_scribbles",
+    "paint_scribble",
     "clip_scribble",
     "NO_LABEL",
     "MAX_OBJECT_ID",
@@ -204,14 +205,21 @@ def rasterize_scribbles(
     """
     out = np.full(shape, NO_LABEL, dtype=np.int32)
     for s in scribbles:
-        if s.radius <= radius:  # a line (the same pixels as a stroke of constant width)
-            paint_disc_path(out, _densify(s.points), float(radius), s.object_id)
-            continue
-        dense = _densify(np.column_stack([s.points, s.radii]))
-        reach = np.maximum(np.ceil(dense[:, 2] * 4.0) / 4.0, float(radius))  # (in quarter pixels)
-        for r in np.unique(reach):
-            paint_disc_path(out, dense[reach == r, :2], float(r), s.object_id)
+        paint_scribble(out, s, radius)
     return out
+
+
+def paint_scribble(out: np.ndarray, scribble: Scribble, radius: float = 1) -> None:
+    """Set ``out`` to the scribble's id along it, ``radius`` px wide on each side or its own
+    width where that is wider (see :func:`rasterize_scribbles`)."""
+    s = scribble
+    if s.radius <= radius:  # a line (the same pixels as a stroke of constant width)
+        paint_disc_path(out, _densify(s.points), float(radius), s.object_id)
+        return
+    dense = _densify(np.column_stack([s.points, s.radii]))
+    reach = np.maximum(np.ceil(dense[:, 2] * 4.0) / 4.0, float(radius))  # (in quarter pixels)
+    for r in np.unique(reach):
+        paint_disc_path(out, dense[reach == r, :2], float(r), s.object_id)
 
 
 def disc_offsets(radius: float) -> np.ndarray:
