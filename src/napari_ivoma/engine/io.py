@@ -193,16 +193,7 @@ def _hyperstack_layout(path: Path, axes: str, shape: tuple[int, ...], first: np.
             f"(axes {axes}, shape {shape}); napari-ivoma reads either channels or colour: save one "
             f"channel (Fiji: Image > Color > Split Channels)"
         )
-    if "T" in sizes:
-        frame_axis = "T"
-    else:
-        others = [a for a in lead if a != "C" and sizes[a] > 1]
-        if len(others) > 1:
-            raise FrameReadError(_extra_axes_message(path, axes, shape, others[1:], others[0]))
-        frame_axis = others[0] if others else None
-    extra = [a for a in lead if a not in ("C", frame_axis) and sizes[a] > 1]
-    if extra:
-        raise FrameReadError(_extra_axes_message(path, axes, shape, extra, frame_axis))
+    frame_axis = _frame_axis(path, axes, shape, lead)
     if n_channels == 1:
         return None  # one page per frame
     dims = [sizes[a] for a in lead]
@@ -222,15 +213,24 @@ def _hyperstack_layout(path: Path, axes: str, shape: tuple[int, ...], first: np.
     return layout
 
 
-def _extra_axes_message(path: Path, axes: str, shape: tuple[int, ...], extra: list[str], frame_axis: str | None) -> str:
-    names = {"Z": "a z-stack", "T": "time points"}
-    what = ", ".join(f"{a} ({dict(zip(axes, shape))[a]}: {names.get(a, 'another axis')})" for a in extra)
-    over = f" besides the frame axis {frame_axis}" if frame_axis else ""
-    return (
-        f"{path.name} has axes {axes} (shape {shape}): {what}{over}. napari-ivoma annotates 2D frames "
-        f"over one axis: save one plane or a projection per frame first (Fiji: Image > Stacks > "
-        f"Z Project)"
-    )
+def _frame_axis(path: Path, axes: str, shape: tuple[int, ...], candidates: str) -> str | None:
+    """The axis (of ``candidates``, named in ``axes``) the frames run along: ``T``, else the one
+    other axis longer than 1 that is not channels or Y / X (None: a single frame).  A further
+    axis longer than 1 (a z-stack per time point) is refused with what to do."""
+    sizes = dict(zip(axes, shape))
+    others = [a for a in candidates if a not in "TCYX" and sizes[a] > 1]
+    frame_axis = "T" if "T" in candidates else (others[0] if others else None)
+    extra = [a for a in others if a != frame_axis]
+    if extra:
+        names = {"Z": "a z-stack", "T": "time points"}
+        what = ", ".join(f"{a} ({sizes[a]}: {names.get(a, 'another axis')})" for a in extra)
+        over = f" besides the frame axis {frame_axis}" if frame_axis else ""
+        raise FrameReadError(
+            f"{path.name} has axes {axes} (shape {shape}): {what}{over}. napari-ivoma annotates 2D "
+            f"frames over one axis: save one plane or a projection per frame first (Fiji: Image > "
+            f"Stacks > Z Project)"
+        )
+    return frame_axis
 
 
 def _open_video(path: Path) -> da.Array:
@@ -360,12 +360,7 @@ def _frames_by_axes(arr: da.Array, axes: str, path: Path) -> da.Array:
     ``X``, any other of size 1, or the frame axis when there is no ``T``), one chunk per frame."""
     if "Y" not in axes or "X" not in axes:
         raise FrameReadError(f"{path.name} has axes {axes}: no Y and X axes to make frames of")
-    sizes = dict(zip(axes, arr.shape))
-    others = [a for a in axes if a not in "TCYX" and sizes[a] > 1]
-    frame_axis = "T" if "T" in axes else (others[0] if others else None)
-    extra = [a for a in others if a != frame_axis]
-    if extra:
-        raise FrameReadError(_extra_axes_message(path, axes, tuple(arr.shape), extra, frame_axis))
+    frame_axis = _frame_axis(path, axes, tuple(arr.shape), axes)
     order = ([axes.index(frame_axis)] if frame_axis else []) + [axes.index("Y"), axes.index("X")]
     if "C" in axes:
         order.append(axes.index("C"))
