@@ -299,9 +299,7 @@ def _write_table(path: Path, labels: Any, frames: range, objects: dict[int, dict
             for k, t in enumerate(frames):
                 if is_cancelled():
                     raise _Cancelled
-                m = np.asarray(labels[t])
-                if m.size and m.min() < 0:
-                    raise ValueError(f"frame {t} holds a negative object id ({int(m.min())})")
+                m = _read_ids(labels, t)
                 for oid, area, cy, cx, r0, c0, r1, c1 in object_measurements(m):
                     obj = objects.get(oid) or objects.get(str(oid)) or {}  # (a store's keys are str)
                     parent = obj.get("parent")
@@ -324,9 +322,7 @@ def _ids_per_frame(labels: Any, frames: range, is_cancelled: Callable[[], bool],
     for k, t in enumerate(frames):
         if is_cancelled():
             break
-        m = np.asarray(labels[t])
-        if m.size and m.min() < 0:
-            raise ValueError(f"frame {t} holds a negative object id ({int(m.min())})")
+        m = _read_ids(labels, t)
         for i in label_ids(m):
             if i:
                 present.setdefault(int(i), []).append(t)
@@ -351,12 +347,18 @@ def _largest_id(labels: Any, frames: range, is_cancelled: Callable[[], bool]) ->
     for t in frames:
         if is_cancelled():
             break
-        m = np.asarray(labels[t])
+        m = _read_ids(labels, t)
         if m.size:
-            if m.min() < 0:
-                raise ValueError(f"frame {t} holds a negative object id ({int(m.min())})")
             top = max(top, int(m.max()))
     return top
+
+
+def _read_ids(labels: Any, t: int) -> np.ndarray:
+    """Frame ``t`` of ``labels``, refused when it holds a negative object id."""
+    m = np.asarray(labels[t])
+    if m.size and m.min() < 0:
+        raise ValueError(f"frame {t} holds a negative object id ({int(m.min())})")
+    return m
 
 
 def _pixel_type(fmt: str, max_id: int) -> type:
