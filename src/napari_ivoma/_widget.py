@@ -45,6 +45,7 @@ from ._layers import (
 from ._reader import CHANNEL_KEY, SOURCE_KEY
 from .engine import Session
 from .engine.export import EXPORT_FORMATS
+from .engine.store import object_areas
 
 if TYPE_CHECKING:
     import napari
@@ -185,7 +186,7 @@ class AnnotatorWidget(Container):
 
     def _connect_viewer(self) -> None:
         events = self.viewer.layers.events
-        events.inserted.connect(self._reset_image_choices)
+        events.inserted.connect(self._reset_layer_choices)
         events.removed.connect(self._on_layer_removed)
         self.viewer.dims.events.current_step.connect(self._on_frame_shown)
 
@@ -223,7 +224,8 @@ class AnnotatorWidget(Container):
         return [layer for layer in self.viewer.layers
                 if isinstance(layer, Labels) and not any(_unwrap(layer) is o for o in own if o is not None)]
 
-    def _reset_image_choices(self, event=None) -> None:
+    def _reset_layer_choices(self, event=None) -> None:
+        """The layer lists (video, masks from) after a layer came or went."""
         self.image.reset_choices()
         self.import_layer.reset_choices()
 
@@ -240,8 +242,7 @@ class AnnotatorWidget(Container):
             self._guarded(lambda: self.close_session(
                 f"the {what} layer was removed: session closed (masks kept in the store; "
                 "Start / resume to continue)"))
-        self.image.reset_choices()
-        self.import_layer.reset_choices()
+        self._reset_layer_choices()
 
     def close_session(self, status: str = "session closed") -> None:
         """Send pending hand edits, stop a running propagation and close the session."""
@@ -478,7 +479,7 @@ class AnnotatorWidget(Container):
         self.commit_hand_edits()
         session.set_labels(t, labels)
         self._refresh_masks()
-        n = len([k for k in np.unique(labels) if k])
+        n = len(object_areas(labels))
         self._set_status(f"frame {t}: {n} object(s) from {layer.name!r}, a reference made by you "
                          "(Undo reverts it): Propagate to carry them over the video")
         self._update_info()
