@@ -79,6 +79,7 @@ def read_frames(path: str | list[str]) -> list[LayerData]:
         name = name.removesuffix(".zarr").removesuffix(".ome") or name
     if frames_have_channels(p, frames):
         n = frames.shape[-1]
+        first = np.asarray(frames[0])  # (read once: every channel's contrast comes from it)
         colours = ["magenta", "green"] if n == 2 else ["cyan", "magenta", "yellow", "blue", "green", "red"]
         return [
             (frames[..., c], {
@@ -86,7 +87,7 @@ def read_frames(path: str | list[str]) -> list[LayerData]:
                 "rgb": False,
                 "colormap": colours[c % len(colours)],
                 "blending": "translucent_no_depth" if c == 0 else "additive",
-                "contrast_limits": _first_frame_limits(frames[..., c]),
+                "contrast_limits": _limits(first[..., c]),
                 "metadata": {SOURCE_KEY: str(p), CHANNEL_KEY: c},
             }, "image")
             for c in range(n)
@@ -114,8 +115,12 @@ def read_mask_store(path: str | list[str]) -> list[LayerData]:
 # --------------------------------------------------------------------------- checks
 def _first_frame_limits(frames) -> tuple[float, float]:
     """Contrast limits from frame 0 only (never scans the whole lazy video)."""
-    first = np.asarray(frames[0])
-    lo, hi = np.percentile(first, [0.5, 99.9]) if first.size else (0.0, 1.0)
+    return _limits(np.asarray(frames[0]))
+
+
+def _limits(image: np.ndarray) -> tuple[float, float]:
+    """Contrast limits of one frame: its 0.5 and 99.9 percentiles."""
+    lo, hi = np.percentile(image, [0.5, 99.9]) if image.size else (0.0, 1.0)
     return (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
 
 
