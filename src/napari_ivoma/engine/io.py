@@ -430,8 +430,8 @@ def frames_have_channels(path: str | Path, frames: da.Array | None = None) -> bo
     frames = open_frames(path) if frames is None else frames
     if frames.ndim != 4:
         return False
-    if frames.shape[-1] not in (3, 4) or (frames.shape[-1] == 4 and frames.dtype != np.uint8):
-        return True  # (RGBA is 8-bit, as to_float_image reads it)
+    if frames.shape[-1] not in (3, 4) or (frames.shape[-1] == 4 and not is_rgba(4, frames.dtype)):
+        return True
     p = Path(path)
     if p.is_file() and p.suffix.lower() in TIFF_EXTENSIONS:
         import tifffile
@@ -450,6 +450,12 @@ def frames_have_channels(path: str | Path, frames: da.Array | None = None) -> bo
         except Exception:  # noqa: BLE001
             return False
     return False
+
+
+def is_rgba(n_channels: int, dtype) -> bool:
+    """Whether frames of ``n_channels`` values per pixel of ``dtype`` are colour with alpha
+    (four 8-bit values); four values of another type are four channels (fluorescence)."""
+    return n_channels == 4 and np.dtype(dtype) == np.uint8
 
 
 def to_float_image(frame: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
@@ -475,7 +481,7 @@ def to_float_image(frame: np.ndarray, value_range: tuple[float, float] | None = 
         a = a[..., None]
     if a.ndim != 3:
         raise ValueError(f"a frame must be (H, W) or (H, W, C), got shape {a.shape}")
-    if a.shape[-1] == 4 and a.dtype == np.uint8:  # (RGBA; the same rule as Session's channels)
+    if is_rgba(a.shape[-1], a.dtype):
         a = a[..., :3]
     if a.dtype == np.bool_:
         a = a.astype(np.uint8) * 255

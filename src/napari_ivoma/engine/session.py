@@ -21,7 +21,7 @@ import numpy as np
 from .. import __version__
 from ._masks import bounding_box
 from .backends import Backend, get_backend
-from .io import _finite_range, to_float_image
+from .io import _finite_range, is_rgba, to_float_image
 from .scribbles import MAX_OBJECT_ID, Scribble, clip_scribble
 from .store import (
     LABEL_DTYPE,
@@ -173,7 +173,7 @@ class Session:
         c = 1 if len(self.frames.shape) == 3 else int(self.frames.shape[3])
         if c in (1, 3):
             return None
-        if c == 4 and np.dtype(self.frames.dtype) == np.uint8:
+        if is_rgba(c, self.frames.dtype):
             return None  # RGBA: to_float_image drops alpha
         x = np.concatenate([to_float_image(f, self._value_range)[::4, ::4].reshape(-1, c)
                             for f in samples.values()])
