@@ -165,7 +165,9 @@ def export_masks(labels: Any, folder: str | os.PathLike, fmt: str = "png", *,
         present = _ids_per_frame(labels, frames, is_cancelled, progress)
         if is_cancelled():
             return []
-        tracks, renames = ctc_tracks(present, _parents(objects))
+        from .store import object_lineage
+
+        tracks, renames = ctc_tracks(present, object_lineage(objects or {}))
         max_id = max((row[0] for row in tracks), default=0)
     elif max_id is None:
         max_id = _largest_id(labels, frames, is_cancelled)
@@ -261,10 +263,6 @@ def ctc_tracks(present: dict[int, list[int]], parents: dict[int, int]
                 for t in range(s, e + 1):
                     renames.setdefault(t, {})[k] = label
     return sorted(tracks), renames
-
-
-def _parents(objects: dict[int, dict] | None) -> dict[int, int]:
-    return {int(k): int(o["parent"]) for k, o in (objects or {}).items() if o.get("parent")}
 
 
 def object_measurements(labels: np.ndarray) -> list[tuple[int, int, float, float, int, int, int, int]]:

@@ -27,6 +27,7 @@ from .store import (
     LABEL_DTYPE,
     MaskStore,
     label_ids,
+    object_lineage,
     relabel,
     sampled_frame_indices,
     video_fingerprint,
@@ -122,7 +123,7 @@ class Session:
 
     def lineage(self) -> dict[int, int]:
         """Object id -> the id of the object it divided from (objects with a parent only)."""
-        return {oid: int(obj["parent"]) for oid, obj in self.objects.items() if obj.get("parent")}
+        return object_lineage(self.objects)
 
     @property
     def proposals(self) -> dict[int, tuple[int, int]]:

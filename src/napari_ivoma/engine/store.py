@@ -90,6 +90,12 @@ def object_areas(labels: np.ndarray) -> dict[int, int]:
     return {int(i): int(c) for i, c in zip(ids, counts) if i}
 
 
+def object_lineage(objects: dict) -> dict[int, int]:
+    """Object id -> the id it divided from, for the objects of an object table ({id: {...,
+    "parent"}}, keys int or str as stored) that have a parent."""
+    return {int(k): int(o["parent"]) for k, o in objects.items() if o.get("parent")}
+
+
 def relabel(labels: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
     """A copy of ``labels`` with the ids in ``mapping`` renamed (the others kept).  A lookup
     table when the ids are small; per renamed id otherwise (a table is as long as the largest
