@@ -52,6 +52,7 @@ from .scribbles import (
     Scribble,
     clip_scribble,
     control_points,
+    disc_offsets,
     paint_scribble,
     rasterize_scribbles,
 )
@@ -536,14 +537,7 @@ def rasterize_control_points(
     """
     h, w = shape
     out = np.full((h, w), NO_LABEL, dtype=np.int32)
-    offs = np.array(
-        [
-            (dr, dc)
-            for dr in range(-radius, radius + 1)
-            for dc in range(-radius, radius + 1)
-            if dr * dr + dc * dc <= radius * radius
-        ]
-    )
+    offs = disc_offsets(radius)
     for s in scribbles:
         if s.radius > radius:
             paint_scribble(out, s, radius)

@@ -18,6 +18,7 @@ __all__ = [
     "control_points",
     "rasterize_scribbles",
     "paint_scribble",
+    "disc_offsets",
     "clip_scribble",
     "NO_LABEL",
     "MAX_OBJECT_ID",
